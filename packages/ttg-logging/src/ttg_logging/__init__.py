@@ -1,0 +1,1 @@
+"""Shared structured logging for TTG."""

@@ -1,0 +1,1 @@
+"""TTG operations library."""

@@ -1,0 +1,14 @@
+"""Shared test set-up: heavy tiers skip with a reason, or fail when CI requires them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def require_or_skip(variable: str, reason: str) -> None:
+    """Fail when ``variable`` is set to 1 (CI), otherwise skip with ``reason``."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason} ({variable}=1 makes this a failure)")
+    pytest.skip(f"{reason}; set {variable}=1 to make this a failure instead of a skip")
