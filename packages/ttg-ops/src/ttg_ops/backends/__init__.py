@@ -1,0 +1,1 @@
+"""Backends carry out a run: launch workers, stream their lines, report their states."""
