@@ -56,6 +56,7 @@ class RunSpec:
     path of a grid (YAML or JSON), JSONL or CSV file as the worker sees it.
     ``only`` restricts the run to a subset of global parameter indexes,
     written as half-open ranges ``"start:end,start:end"`` (used by reruns).
+    ``parent_run_id`` names the run a rerun completes (empty for a first run).
     """
 
     workers: int = 3
@@ -70,6 +71,7 @@ class RunSpec:
     failure_threshold: float = 0.0
     only: str = ""
     run_id: str = field(default_factory=new_run_id)
+    parent_run_id: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +106,11 @@ class RunSpec:
             raise ConfigError(
                 f"run id {self.run_id!r} must be lowercase letters, digits and '-', "
                 "at most 40 characters"
+            )
+        if self.parent_run_id and not _RUN_ID.match(self.parent_run_id):
+            raise ConfigError(
+                f"parent run id {self.parent_run_id!r} must be lowercase letters, digits and "
+                "'-', at most 40 characters"
             )
 
     def to_dict(self) -> dict[str, Any]:
