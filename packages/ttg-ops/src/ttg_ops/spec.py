@@ -43,6 +43,16 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 _RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
 
+def validate_version(version: str) -> str:
+    """Return ``version`` if it is MAJOR.MINOR.PATCH (optional suffix), else raise ConfigError."""
+    if not _VERSION.match(version):
+        raise ConfigError(
+            f"version {version!r} is not a semantic version: expected MAJOR.MINOR.PATCH "
+            "such as 1.1.0, optionally with a suffix such as 1.2.0-rc1 (no leading 'v')"
+        )
+    return version
+
+
 def new_run_id() -> str:
     """A sortable, label-safe run id: UTC time plus a short random suffix."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -98,10 +108,7 @@ class RunSpec:
             raise ConfigError(
                 f"failure threshold must be a fraction from 0 to 1, got {self.failure_threshold}"
             )
-        if not _VERSION.match(self.version):
-            raise ConfigError(
-                f"version {self.version!r} is not a semantic version like 1.1.0"
-            )
+        validate_version(self.version)
         if not _RUN_ID.match(self.run_id):
             raise ConfigError(
                 f"run id {self.run_id!r} must be lowercase letters, digits and '-', "
