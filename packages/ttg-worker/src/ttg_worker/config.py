@@ -1,0 +1,185 @@
+"""The worker's settings: environment variables, overridden by command-line flags.
+
+The environment contract is the one in docs/ARCHITECTURE.md ("The worker
+environment"); every variable has a flag of the same meaning. An empty
+variable counts as unset. Every bad value raises :class:`WorkerConfigError`
+naming the setting and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttg_worker import __version__
+from ttg_worker.errors import WorkerConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+# (attribute, environment variable, flag, help)
+SETTINGS: tuple[tuple[str, str, str, str], ...] = (
+    ("worker_id", "JOB_COMPLETION_INDEX", "--worker-id", "this worker's index, 0..workers-1"),
+    ("workers", "TTG_TOTAL_WORKERS", "--workers", "number of workers (default 1)"),
+    ("params", "TTG_TOTAL_PARAMS", "--params", "size of the integer range space (default 10000)"),
+    ("space", "TTG_SPACE", "--space", "grid (.yaml/.yml/.json), .jsonl or .csv file"),
+    ("task", "TTG_TASK", "--task", "built-in task name or module:function (default simulate)"),
+    ("task_options", "TTG_TASK_OPTIONS", "--task-options", "JSON object of task keyword options"),
+    ("batch_size", "TTG_BATCH_SIZE", "--batch-size", "parameters per batch (default 500)"),
+    ("output_dir", "TTG_OUTPUT_DIR", "--output-dir", "results directory (default ./ttg-output)"),
+    ("run_id", "TTG_RUN_ID", "--run-id", "run id echoed in the summary"),
+    ("version", "TTG_VERSION", "--worker-version", "version shown in logs and summary"),
+    ("only", "TTG_ONLY", "--only", "global index ranges 'a:b,c:d' to restrict the run to"),
+    (
+        "failure_threshold",
+        "TTG_FAILURE_THRESHOLD",
+        "--failure-threshold",
+        "fraction of failed parameters tolerated before exit code 1 (default 0.0)",
+    ),
+    ("log_level", "LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    ("log_format", "LOG_FORMAT", "--log-format", "text or json (default text)"),
+)
+ENV_OF = {attr: env for attr, env, _, _ in SETTINGS}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Validated settings of one worker."""
+
+    worker_id: int
+    workers: int = 1
+    params: int = 10_000
+    params_explicit: bool = False
+    space: str = ""
+    task: str = "simulate"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 500
+    output_dir: str = "./ttg-output"
+    run_id: str = ""
+    version: str = __version__
+    only: str = ""
+    failure_threshold: float = 0.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ttg-worker`` argument parser; every flag defaults to its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="ttg-worker",
+        description=(
+            "Compute this worker's shard of a TTG parameter sweep in batches, write the "
+            "results shard and print a JSON summary as the last stdout line. Settings come "
+            "from the environment (docs/WORKER.md); flags override them."
+        ),
+    )
+    for _, env, flag, text in SETTINGS:
+        parser.add_argument(flag, default=None, metavar=env, help=f"{text} [env {env}]")
+    parser.add_argument(
+        "--list-tasks", action="store_true", help="print the built-in tasks and exit"
+    )
+    parser.add_argument("--version", action="version", version=f"ttg-worker {__version__}")
+    return parser
+
+
+def _int(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise WorkerConfigError(
+            f"{name}={raw!r} is not an integer; allowed: an integer >= {minimum}"
+        ) from None
+    if value < minimum:
+        raise WorkerConfigError(f"{name}={raw!r} is too small; allowed: an integer >= {minimum}")
+    return value
+
+
+def load_config(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> WorkerConfig:
+    """Merge flags over the environment and validate every setting."""
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for attr, name, _, _ in SETTINGS:
+        flag_value = getattr(args, attr, None) if args is not None else None
+        if flag_value is not None:
+            values[attr] = flag_value
+        elif env.get(name, "").strip():
+            values[attr] = env[name]
+
+    workers = _int(ENV_OF["workers"], values.get("workers", "1"), 1)
+    if "worker_id" not in values:
+        raise WorkerConfigError(
+            "JOB_COMPLETION_INDEX is not set; set it (or pass --worker-id) to this worker's "
+            f"index, an integer from 0 to {workers - 1}"
+        )
+    worker_id = _int(ENV_OF["worker_id"], values["worker_id"], 0)
+    if worker_id >= workers:
+        raise WorkerConfigError(
+            f"JOB_COMPLETION_INDEX={worker_id} is outside 0..{workers - 1} for "
+            f"TTG_TOTAL_WORKERS={workers}"
+        )
+
+    options_text = values.get("task_options", "{}")
+    try:
+        options = json.loads(options_text)
+    except ValueError as exc:
+        raise WorkerConfigError(
+            f"TTG_TASK_OPTIONS={options_text!r} is not valid JSON ({exc}); "
+            'allowed: a JSON object such as {"cost_ms": 2.0}'
+        ) from None
+    if not isinstance(options, dict):
+        raise WorkerConfigError(
+            f'TTG_TASK_OPTIONS={options_text!r} must be a JSON object such as {{"cost_ms": 2.0}}'
+        )
+
+    threshold_text = values.get("failure_threshold", "0.0")
+    try:
+        threshold = float(threshold_text)
+    except ValueError:
+        threshold = -1.0
+    if not 0.0 <= threshold <= 1.0:
+        raise WorkerConfigError(
+            f"TTG_FAILURE_THRESHOLD={threshold_text!r} is not allowed; "
+            "allowed: a fraction from 0 to 1, such as 0.05"
+        )
+
+    level = values.get("log_level", "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        raise WorkerConfigError(
+            f"LOG_LEVEL={values['log_level']!r} is not a log level; "
+            f"allowed: {', '.join(LOG_LEVELS)}"
+        )
+    log_format = values.get("log_format", "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise WorkerConfigError(
+            f"LOG_FORMAT={values['log_format']!r} is not a log format; "
+            f"allowed: {', '.join(LOG_FORMATS)}"
+        )
+
+    task = values.get("task", "simulate").strip()
+    return WorkerConfig(
+        worker_id=worker_id,
+        workers=workers,
+        params=_int(ENV_OF["params"], values.get("params", "10000"), 0),
+        params_explicit="params" in values,
+        space=values.get("space", "").strip(),
+        task=task,
+        task_options=options,
+        batch_size=_int(ENV_OF["batch_size"], values.get("batch_size", "500"), 1),
+        output_dir=values.get("output_dir", "./ttg-output"),
+        run_id=values.get("run_id", "").strip(),
+        version=values.get("version", __version__).strip(),
+        only=values.get("only", "").strip(),
+        failure_threshold=threshold,
+        log_level=level,
+        log_format=log_format,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
