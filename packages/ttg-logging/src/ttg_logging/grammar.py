@@ -182,8 +182,8 @@ def _from_record(obj: dict[str, Any], line: str) -> Event | None:  # noqa: PLR09
         kind = PROGRESS if name == "PROGRESS" else LIFECYCLE
         return Event(kind, name, fields, timestamp, worker)
     if "metric" in obj:
-        fields = {"value": obj.get("value"), "unit": obj.get("unit", "")}
-        return Event(METRIC, str(obj["metric"]), fields, timestamp, worker)
+        metric = {"value": obj.get("value"), "unit": obj.get("unit", "")}
+        return Event(METRIC, str(obj["metric"]), metric, timestamp, worker)
     if obj.keys() >= SUMMARY_KEYS:
         return Event(SUMMARY, "SUMMARY", obj, _iso_to_unix(obj.get("finished_at")), worker)
     if "level" in obj and "message" in obj:
@@ -200,8 +200,9 @@ def _from_text(match: re.Match[str]) -> Event:
 
     metric_match = METRIC_TEXT.match(message)
     if metric_match:
-        fields = {"value": _to_number(metric_match["value"]), "unit": metric_match["unit"] or ""}
-        return Event(METRIC, metric_match["name"], fields, unix, worker)
+        value = _to_number(metric_match["value"])
+        metric = {"value": value, "unit": metric_match["unit"] or ""}
+        return Event(METRIC, metric_match["name"], metric, unix, worker)
 
     event_match = _EVENT_TEXT.match(message)
     if event_match:
@@ -222,8 +223,8 @@ def _from_text(match: re.Match[str]) -> Event:
         else:
             return Event(LIFECYCLE, name, {"message": rest, "level": match["level"]}, unix, worker)
 
-    fields = {"level": match["level"], "module": match["module"].strip(), "message": message}
-    return Event(LOG, match["level"], fields, unix, worker)
+    log = {"level": match["level"], "module": match["module"].strip(), "message": message}
+    return Event(LOG, match["level"], log, unix, worker)
 
 
 def parse_line(line: str | bytes) -> Event | None:  # noqa: PLR0911

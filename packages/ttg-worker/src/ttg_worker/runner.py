@@ -25,9 +25,9 @@ from ttg_logging import event, metric, progress, summary
 from ttg_worker.config import WorkerConfig
 from ttg_worker.errors import WorkerConfigError
 from ttg_worker.results import ResultsWriter, encode, encode_unserialisable, recover, shard_path
-from ttg_worker.sharding import parse_only, shard_bounds
-from ttg_worker.spaces import load_space
-from ttg_worker.tasks import check_options, resolve_task
+from ttg_worker.sharding import Selection, parse_only, shard_bounds
+from ttg_worker.spaces import Space, load_space
+from ttg_worker.tasks import Task, check_options, resolve_task
 
 BANNER_RULE = "=" * 70
 _event = partial(event, module="main")
@@ -97,6 +97,8 @@ class Tally:
     failed: int = 0
     batch_times: list[float] = field(default_factory=list)
     duration: float = 0.0
+    signum: int = 0
+    error: str | None = None
 
     def batch_stats(self) -> dict[str, Any]:
         times = self.batch_times
@@ -123,22 +125,88 @@ def _banner(config: WorkerConfig, placement: Placement) -> None:
     log.info(BANNER_RULE)
 
 
-def _process(
-    config: WorkerConfig,
-    todo: Iterator[int],
-    space: Any,
-    task: Any,
-    writer: ResultsWriter,
-    stop: StopRequest,
-    tally: Tally,
+@dataclass
+class Shard:
+    """What one worker computes: the prepared space, task, selection slice and output."""
+
+    space: Space
+    task: Task
+    selection: Selection
+    start: int
+    end: int
+    writer: ResultsWriter
+    done: set[int]
+
+    def todo(self) -> Iterator[int]:
+        """Global indexes of the shard not yet in the results shard, in order."""
+        indexes = self.selection.indexes(self.start, self.end)
+        if not self.done:
+            return indexes
+        done = self.done
+        return (index for index in indexes if index not in done)
+
+
+def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
+    """Load the space, resolve the task, cut the shard and open its results file.
+
+    Raises WorkerConfigError for a bad space file, task, task options,
+    TTG_ONLY or output directory, before anything is computed.
+    """
+    log = logger.bind(module="shard")
+    space = load_space(config.space, config.params)
+    if config.space and config.params_explicit:
+        log.info(
+            f"TTG_TOTAL_PARAMS={config.params} is ignored: the {space.kind} space "
+            f"{config.space} defines {len(space)} parameters."
+        )
+    selection = parse_only(config.only, len(space))
+    task = resolve_task(config.task)
+    check_options(task, config.task, config.task_options)
+
+    start, end = shard_bounds(config.worker_id, config.workers, len(selection))
+    path = shard_path(config.output_dir, config.worker_id)
+    try:
+        done, cut = recover(path)
+    except OSError as exc:
+        raise WorkerConfigError(
+            f"TTG_OUTPUT_DIR={config.output_dir!r}: cannot read the existing results shard "
+            f"{path} ({type(exc).__name__}: {exc})"
+        ) from None
+    shard = Shard(space, task, selection, start, end, ResultsWriter(path), done)
+    tally = Tally(shard_size=end - start)
+
+    if cut:
+        log.warning(f"Discarded a torn last line ({cut} bytes) of the results shard {path}.")
+    if done:
+        tally.skipped = sum(1 for index in selection.indexes(start, end) if index in done)
+        log.info(
+            f"Resuming from {path}: {tally.skipped} of {tally.shard_size} parameters are "
+            "already done and will be skipped."
+        )
+        stray = len(done) - tally.skipped
+        if stray:
+            log.warning(
+                f"The results shard {path} holds {stray} indexes outside this worker's shard; "
+                "they are kept and ignored."
+            )
+    return shard, tally
+
+
+def process(
+    shard: Shard, tally: Tally, batch_size: int, options: dict[str, Any], stop: StopRequest
 ) -> None:
-    """The batch loop: compute, write and fsync a batch, then report PROGRESS."""
-    options = config.task_options
+    """The batch loop: compute a batch, write and fsync it, then report PROGRESS.
+
+    A task that raises records ``"ExcType: message"`` for that parameter and
+    the loop goes on. The stop flag is checked after every parameter.
+    """
     log = logger.bind(module="processor")
+    space, task, writer = shard.space, shard.task, shard.writer
+    todo = shard.todo()
     started = time.perf_counter()
     try:
         while not stop.signum:
-            batch = list(islice(todo, config.batch_size))
+            batch = list(islice(todo, batch_size))
             if not batch:
                 break
             batch_start = time.perf_counter()
@@ -181,106 +249,83 @@ def _process(
 def run(config: WorkerConfig, *, install_signals: bool = True) -> int:
     """Run the worker described by ``config``; return its exit code.
 
-    Logging must already be configured. A bad setting found here (space
-    file, task, TTG_ONLY, output directory) raises WorkerConfigError before
-    any parameter is computed.
+    Logging must already be configured. A bad setting found while preparing
+    (space file, task, TTG_ONLY, output directory) raises WorkerConfigError
+    before any parameter is computed; everything after ends in a summary.
     """
-    log = logger.bind(module="main")
     started_at = utc_now()
     placement = Placement.detect()
     stop = StopRequest()
     if install_signals:
         stop.install()
-
     try:
         _banner(config, placement)
         _event(
             "STARTING",
             f"Worker {config.worker_id} of {config.workers} is starting task {config.task!r}.",
-            module="main",
             task=config.task,
             workers=config.workers,
             run_id=config.run_id,
         )
-        return _run(config, placement, started_at, stop)
+        shard, tally = prepare(config)
+        try:
+            _announce(config, shard, tally)
+            tally.error = _guarded_process(config, shard, tally, stop)
+        finally:
+            shard.writer.close()
+        tally.signum = stop.signum
+        return _finish(config, placement, started_at, shard, tally)
     finally:
         stop.restore()
 
 
-def _run(config: WorkerConfig, placement: Placement, started_at: str, stop: StopRequest) -> int:
-    log = logger.bind(module="main")
-    shard_log = logger.bind(module="shard")
-
-    space = load_space(config.space, config.params)
-    if config.space and config.params_explicit:
-        log.info(
-            f"TTG_TOTAL_PARAMS={config.params} is ignored: the {space.kind} space "
-            f"{config.space} defines {len(space)} parameters."
-        )
-    selection = parse_only(config.only, len(space))
-    task = resolve_task(config.task)
-    check_options(task, config.task, config.task_options)
-
-    start, end = shard_bounds(config.worker_id, config.workers, len(selection))
-    path = shard_path(config.output_dir, config.worker_id)
-    try:
-        done, cut = recover(path)
-    except OSError as exc:
-        raise WorkerConfigError(
-            f"TTG_OUTPUT_DIR={config.output_dir!r}: cannot read the existing results shard "
-            f"{path} ({type(exc).__name__}: {exc})"
-        ) from None
-    writer = ResultsWriter(path)
-
-    tally = Tally(shard_size=end - start)
-    if cut:
-        shard_log.warning(f"Discarded a torn last line ({cut} bytes) of the results shard {path}.")
-    if done:
-        tally.skipped = sum(1 for index in selection.indexes(start, end) if index in done)
-        stray = len(done) - tally.skipped
-        shard_log.info(
-            f"Resuming from {path}: {tally.skipped} of {tally.shard_size} parameters are "
-            "already done and will be skipped."
-        )
-        if stray:
-            shard_log.warning(
-                f"The results shard {path} holds {stray} indexes outside this worker's shard; "
-                "they are kept but ignored."
-            )
-
-    space_text = f"{space.kind} space" + (f" {config.space}" if config.space else "")
+def _announce(config: WorkerConfig, shard: Shard, tally: Tally) -> None:
+    space_text = f"{shard.space.kind} space" + (f" {config.space}" if config.space else "")
     only_text = f" restricted by TTG_ONLY={config.only}" if config.only else ""
     _event(
         "INITIALIZED",
-        f"Worker {config.worker_id} owns positions {start}..{end} ({tally.shard_size} "
-        f"parameters) of {len(selection)} selected from the {space_text} of {len(space)} "
-        f"parameters{only_text}; results go to {path}.",
-        range_start=start,
-        range_end=end,
+        f"Worker {config.worker_id} owns positions {shard.start}..{shard.end} "
+        f"({tally.shard_size} parameters) of {len(shard.selection)} selected from the "
+        f"{space_text} of {len(shard.space)} parameters{only_text}; results go to "
+        f"{shard.writer.path}.",
+        range_start=shard.start,
+        range_end=shard.end,
         shard_size=tally.shard_size,
-        total_params=len(selection),
-        space=space.kind,
+        total_params=len(shard.selection),
+        space=shard.space.kind,
         batch_size=config.batch_size,
         skipped=tally.skipped,
     )
-
-    indexes = selection.indexes(start, end)
-    todo = (index for index in indexes if index not in done) if done else indexes
     _event(
         "RUNNING",
         f"Processing {tally.shard_size - tally.skipped} parameters in batches of "
         f"{config.batch_size} with task {config.task!r}.",
     )
 
-    error: str | None = None
-    try:
-        _process(config, todo, space, task, writer, stop, tally)
-    except Exception as exc:  # anything else is a bug or an environment failure: report it
-        error = f"{type(exc).__name__}: {exc}"
-        log.opt(exception=exc).error(f"Worker {config.worker_id} stopped on an unexpected error.")
-    finally:
-        writer.close()
 
+def _guarded_process(
+    config: WorkerConfig, shard: Shard, tally: Tally, stop: StopRequest
+) -> str | None:
+    """Run the batch loop; return the unexpected error that stopped it, if any."""
+    try:
+        process(shard, tally, config.batch_size, config.task_options, stop)
+    except Exception as exc:  # a bug or an environment failure (disk full): report it
+        logger.bind(module="main").opt(exception=exc).error(
+            f"Worker {config.worker_id} stopped on an unexpected error; the results written "
+            f"so far in {shard.writer.path} are kept."
+        )
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _finish(
+    config: WorkerConfig,
+    placement: Placement,
+    started_at: str,
+    shard: Shard,
+    tally: Tally,
+) -> int:
+    """Log the metrics and the final event, print the summary; return the exit code."""
     for name, value, unit in (
         ("processed_count", tally.processed, "params"),
         ("failed_count", tally.failed, "params"),
@@ -290,39 +335,7 @@ def _run(config: WorkerConfig, placement: Placement, started_at: str, stop: Stop
     ):
         metric(name, value, unit, module="main")
 
-    status, exit_code = STATUS_COMPLETED, 0
-    if stop.signum:
-        status, exit_code = STATUS_INTERRUPTED, 128 + stop.signum
-        _event(
-            "INTERRUPTED",
-            f"Worker {config.worker_id} stopped on {signal.Signals(stop.signum).name} after "
-            f"{tally.processed} parameters; restart it with the same output to resume.",
-            signal=signal.Signals(stop.signum).name,
-        )
-    elif error is not None:
-        status, exit_code = STATUS_FAILED, 1
-        _event("FAILED", f"Worker {config.worker_id} failed: {error}", error=error)
-    elif tally.processed and tally.failed / tally.processed > config.failure_threshold:
-        status, exit_code = STATUS_FAILED, 1
-        _event(
-            "FAILED",
-            f"{tally.failed} of {tally.processed} parameters failed "
-            f"({100.0 * tally.failed / tally.processed:.1f}%), above the failure threshold "
-            f"of {100.0 * config.failure_threshold:.1f}%; see the errors in {path}.",
-            error="failure threshold exceeded",
-        )
-    else:
-        if tally.failed:
-            log.warning(
-                f"{tally.failed} of {tally.processed} parameters failed, within the failure "
-                f"threshold of {100.0 * config.failure_threshold:.1f}%."
-            )
-        _event(
-            "COMPLETED",
-            f"Worker {config.worker_id} finished {tally.skipped + tally.processed} of "
-            f"{tally.shard_size} parameters in {tally.duration:.2f}s.",
-        )
-
+    status, exit_code = _outcome(config, shard, tally)
     summary(
         {
             "worker_id": config.worker_id,
@@ -331,8 +344,8 @@ def _run(config: WorkerConfig, placement: Placement, started_at: str, stop: Stop
             "hostname": placement.hostname,
             "pod_name": placement.pod_name,
             "node_name": placement.node_name,
-            "range_start": start,
-            "range_end": end,
+            "range_start": shard.start,
+            "range_end": shard.end,
             "processed_count": tally.processed,
             "duration_seconds": round(tally.duration, 3),
             "params_per_second": round(tally.rate, 2),
@@ -341,12 +354,53 @@ def _run(config: WorkerConfig, placement: Placement, started_at: str, stop: Stop
             "task": config.task,
             "failed_count": tally.failed,
             "skipped_count": tally.skipped,
-            "total_params": len(selection),
+            "total_params": len(shard.selection),
             "started_at": started_at,
             "finished_at": utc_now(),
-            "results_path": str(path.resolve()),
+            "results_path": str(shard.writer.path.resolve()),
             "exit_code": exit_code,
         },
         module="main",
     )
     return exit_code
+
+
+def _outcome(config: WorkerConfig, shard: Shard, tally: Tally) -> tuple[str, int]:
+    """Log the final lifecycle event; return the summary status and the exit code."""
+    worker = f"Worker {config.worker_id}"
+    signum, error = tally.signum, tally.error
+    if signum:
+        name = signal.Signals(signum).name
+        _event(
+            "INTERRUPTED",
+            f"{worker} stopped on {name} after {tally.processed} parameters; the results are "
+            "flushed, restart it with the same output directory to resume.",
+            signal=name,
+        )
+        return STATUS_INTERRUPTED, 128 + signum
+    if error is not None:
+        _event("FAILED", f"{worker} failed: {error}", error=error)
+        return STATUS_FAILED, 1
+
+    ratio = tally.failed / tally.processed if tally.processed else 0.0
+    threshold = f"{100.0 * config.failure_threshold:.1f}%"
+    if ratio > config.failure_threshold:
+        _event(
+            "FAILED",
+            f"{tally.failed} of {tally.processed} parameters failed ({100.0 * ratio:.1f}%), "
+            f"above the failure threshold of {threshold}; the errors are in "
+            f"{shard.writer.path}.",
+            error="failure threshold exceeded",
+        )
+        return STATUS_FAILED, 1
+    if tally.failed:
+        logger.bind(module="main").warning(
+            f"{tally.failed} of {tally.processed} parameters failed, within the failure "
+            f"threshold of {threshold}; the errors are in {shard.writer.path}."
+        )
+    _event(
+        "COMPLETED",
+        f"{worker} finished {tally.skipped + tally.processed} of {tally.shard_size} "
+        f"parameters in {tally.duration:.2f}s.",
+    )
+    return STATUS_COMPLETED, 0

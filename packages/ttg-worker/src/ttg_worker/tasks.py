@@ -32,7 +32,7 @@ def _number(param: Any, key: str) -> int:
 
 
 # How much longer than asked time.sleep() has been taking here (moving average, seconds).
-_sleep_overshoot = 0.0
+_PACING = {"overshoot": 0.0}
 
 
 def simulate(param: Any, cost_ms: float = 2.0) -> int:
@@ -44,15 +44,14 @@ def simulate(param: Any, cost_ms: float = 2.0) -> int:
     earlier calls, then a short spin on ``perf_counter`` up to the deadline.
     The value is a deterministic 32-bit hash of an int parameter, 0 for dicts.
     """
-    global _sleep_overshoot
     cost = cost_ms / 1000.0
     now = time.perf_counter()
     deadline = now + cost
-    request = cost - _sleep_overshoot - 0.0001
+    request = cost - _PACING["overshoot"] - 0.0001
     if request > 0:
         time.sleep(request)
-        over = time.perf_counter() - now - request
-        _sleep_overshoot += 0.1 * (min(max(over, 0.0), cost) - _sleep_overshoot)
+        over = min(max(time.perf_counter() - now - request, 0.0), cost)
+        _PACING["overshoot"] += 0.1 * (over - _PACING["overshoot"])
     while time.perf_counter() < deadline:
         pass
     if isinstance(param, int):
