@@ -37,3 +37,104 @@ def _user_errors() -> Iterator[None]:
 
 
 ns = Collection()
+
+
+# ---------------------------------------------------------------------------
+# Inventory and cleanup: `inv resources`, `inv cleanup`
+# ---------------------------------------------------------------------------
+
+_SCOPE_HELP = {
+    "context": "kube context to inspect (default kind-<cluster>; never the current context)",
+    "kubeconfig": "kubeconfig file (default $KUBECONFIG, else ~/.kube/config)",
+    "namespace": "only this Kubernetes namespace (default: all namespaces)",
+    "cluster": "name of TTG's kind cluster (default ttg-cluster)",
+    "timeout": "seconds to wait for the API server before skipping Kubernetes (default 3)",
+}
+
+
+@task(
+    help={
+        **_SCOPE_HELP,
+        "json": "print JSON for scripts (docs/schemas/resources.schema.json) instead of tables",
+    }
+)
+def resources(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    context: str = "",
+    kubeconfig: str = "",
+    namespace: str = "",
+    cluster: str = "ttg-cluster",
+    timeout: float = 3.0,
+    json: bool = False,
+) -> None:
+    """List what TTG created: images, containers, kind clusters, Jobs, pods, events.
+
+    Example: inv resources --namespace=ttg --json
+    """
+    import json as json_module
+
+    from ttg_ops import inventory
+
+    with _user_errors():
+        found = inventory.collect(
+            context=context or None,
+            kubeconfig=kubeconfig or None,
+            namespace=namespace or None,
+            cluster=cluster,
+            timeout=timeout,
+        )
+        if json:
+            print(json_module.dumps(found.to_dict(), indent=2))
+        else:
+            inventory.render(found, inventory.make_console())
+
+
+@task(
+    help={
+        **_SCOPE_HELP,
+        "dry_run": "print the plan ('would delete ...') and delete nothing",
+        "yes": "delete without asking (required when standard input is not a terminal)",
+        "keep_cluster": "leave TTG's kind cluster alone",
+        "keep_images": "leave TTG's Docker images alone",
+        "propagation": "how a Job's pods are deleted with it: Background (default) or Foreground",
+    }
+)
+def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    dry_run: bool = False,
+    yes: bool = False,
+    keep_cluster: bool = False,
+    keep_images: bool = False,
+    context: str = "",
+    kubeconfig: str = "",
+    namespace: str = "",
+    cluster: str = "ttg-cluster",
+    timeout: float = 3.0,
+    propagation: str = "Background",
+) -> None:
+    """Delete everything TTG created (Jobs, pods, kind cluster, containers, images).
+
+    Only objects carrying TTG's labels are touched. Example: inv cleanup --dry-run --keep-cluster
+    """
+    from ttg_ops import cleanup as cleanup_ops
+    from ttg_ops.inventory import make_console
+
+    with _user_errors():
+        cleanup_ops.run(
+            console=make_console(),
+            dry_run=dry_run,
+            assume_yes=yes,
+            interactive=sys.stdin.isatty(),
+            context=context or None,
+            kubeconfig=kubeconfig or None,
+            namespace=namespace or None,
+            cluster=cluster,
+            keep_cluster=keep_cluster,
+            keep_images=keep_images,
+            propagation=propagation,
+            timeout=timeout,
+        )
+
+
+ns.add_task(resources)
+ns.add_task(cleanup)
