@@ -40,6 +40,74 @@ ns = Collection()
 
 
 # ---------------------------------------------------------------------------
+# Images: `inv build`, `inv images.base`
+# ---------------------------------------------------------------------------
+
+
+@task(
+    help={
+        "version": "semantic version to build, such as 1.1.0 (tags ttg-worker:v<version>)",
+        "base": "base image with CPython 3.11 (default python:3.11-slim, else the offline base)",
+        "load_kind": "load the built image into the kind cluster",
+        "push": "registry to push to, such as localhost:5000 (tags REGISTRY/ttg-worker:v<version>)",
+        "verbose": "show the full build output",
+        "no_cache": "rebuild every layer",
+    }
+)
+def build(  # noqa: PLR0917 - invoke passes every flag as a parameter
+    c: Context,
+    version: str = "1.1.0",
+    base: str = "",
+    load_kind: bool = False,
+    push: str = "",
+    verbose: bool = False,
+    no_cache: bool = False,
+) -> None:
+    """Build the worker image and tag it ttg-worker:v<version> and :latest.
+
+    Example: inv build --version=1.2.0 --load-kind
+    """
+    from ttg_ops import images
+
+    with _user_errors():
+        result = images.build_image(
+            version, base=base or None, verbose=verbose, nocache=no_cache, echo=print
+        )
+        print(f"Built {', '.join(result.tags)}")
+        print(f"  image id:   {result.image_id}")
+        print(f"  size:       {result.size / 1e6:.1f} MB")
+        print(f"  build time: {result.seconds:.1f} s (base {result.base})")
+        if push:
+            print(f"Pushed {images.push_image(result.tags[0], push, version, echo=print)}")
+        if load_kind:
+            images.load_into_kind(result.tags[0], echo=print)
+
+
+@task(
+    help={
+        "force": "remake the base even when it exists",
+        "mirror": "Debian mirror URL (default: the one apt is configured with)",
+    }
+)
+def base(c: Context, force: bool = False, mirror: str = "") -> None:
+    """Make the offline base image ttg-base:bookworm-python3.11 with debootstrap.
+
+    Example: inv images.base --force
+    """
+    from ttg_ops import images
+
+    with _user_errors():
+        result = images.build_base(force=force, mirror=mirror or None, echo=print)
+        print(f"{result.tag}: {result.image_id} ({result.size / 1e6:.0f} MB)")
+
+
+ns.add_task(build)
+images_ns = Collection("images")
+images_ns.add_task(base)
+ns.add_collection(images_ns)
+
+
+# ---------------------------------------------------------------------------
 # Inventory and cleanup: `inv resources`, `inv cleanup`
 # ---------------------------------------------------------------------------
 
