@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# The simulated Kubernetes cluster's fixtures; docs/TESTING.md describes them.
+from tests.cluster_fixtures import sim_cluster, sim_namespace  # noqa: F401
+
 
 def require_or_skip(variable: str, reason: str) -> None:
     """Fail when ``variable`` is set to 1 (CI), otherwise skip with ``reason``."""

@@ -1,0 +1,55 @@
+"""A real Kubernetes control plane for tests, with kwok simulating nodes and pods.
+
+:class:`SimCluster` starts etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok as plain processes on loopback ports, registers nodes
+shaped like TTG's kind cluster and writes a kubeconfig with a kind-style
+context. :func:`build` builds the binaries once into a cache keyed by the
+pinned versions. docs/TESTING.md describes the tiers and the fixture.
+"""
+
+from ttg_ops.simcluster._build import (
+    K8S_VERSION,
+    KIND_VERSION,
+    KWOK_VERSION,
+    Binaries,
+    binaries,
+    build,
+    missing,
+    sim_home,
+    versions,
+)
+from ttg_ops.simcluster._cluster import ComponentStatus, SimCluster, SimClusterError, SimStatus
+from ttg_ops.simcluster._kwok import (
+    EXIT_CODE,
+    FAIL_INDEXES,
+    OUTCOME,
+    PROJECT_LABEL,
+    ROLE_LABEL,
+    RUN_DURATION,
+    cri_log,
+    node_names,
+)
+
+__all__ = [
+    "EXIT_CODE",
+    "FAIL_INDEXES",
+    "K8S_VERSION",
+    "KIND_VERSION",
+    "KWOK_VERSION",
+    "OUTCOME",
+    "PROJECT_LABEL",
+    "ROLE_LABEL",
+    "RUN_DURATION",
+    "Binaries",
+    "ComponentStatus",
+    "SimCluster",
+    "SimClusterError",
+    "SimStatus",
+    "binaries",
+    "build",
+    "cri_log",
+    "missing",
+    "node_names",
+    "sim_home",
+    "versions",
+]
