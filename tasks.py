@@ -206,3 +206,121 @@ def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
 
 ns.add_task(resources)
 ns.add_task(cleanup)
+
+
+# ---------------------------------------------------------------------------
+# Simulated cluster: `inv cluster.sim-build`, `cluster.sim-up`, `-down`, `-status`
+# ---------------------------------------------------------------------------
+
+_SIM_NAME_HELP = (
+    "cluster name; nodes are <name>-control-plane, <name>-worker… (default ttg-cluster)"
+)
+
+
+@task(help={"force": "rebuild even when binaries of the pinned versions are cached"})
+def sim_build(c: Context, force: bool = False) -> None:
+    """Build (or reuse) the simulated cluster's binaries: Kubernetes, kwok and kind.
+
+    Example: inv cluster.sim-build
+    """
+    import time
+
+    from ttg_ops import simcluster
+
+    with _user_errors():
+        started = time.monotonic()
+        built = simcluster.build(force=force)
+        pins = ", ".join(f"{k} {v}" for k, v in simcluster.versions().items())
+        print(
+            f"Binaries ready in {built.bin_dir} ({pins}) after {time.monotonic() - started:.0f} s"
+        )
+
+
+@task(
+    help={
+        "name": _SIM_NAME_HELP,
+        "context": "kube context to write (default kind-<name>)",
+        "workers": "number of simulated worker nodes (default 3)",
+        "timeout": "seconds to wait for the control plane and nodes (default 120)",
+    }
+)
+def sim_up(
+    c: Context,
+    name: str = "ttg-cluster",
+    context: str = "",
+    workers: int = 3,
+    timeout: float = 120.0,
+) -> None:
+    """Start the simulated cluster in the background and print its kubeconfig.
+
+    Example: inv cluster.sim-up && export KUBECONFIG=$(inv cluster.sim-status --kubeconfig)
+    """
+    from ttg_ops import simcluster
+
+    with _user_errors():
+        simcluster.build()
+        cluster = simcluster.SimCluster(
+            name, context=context or None, workers=workers, ready_timeout=timeout
+        )
+        cluster.start(detach=True)
+        status = cluster.status()
+        print(f"Simulated cluster {name} ready in {cluster.timings['ready_s']:.1f} s")
+        print(f"  kubeconfig: {cluster.kubeconfig}")
+        print(f"  context:    {cluster.context}")
+        rss = status.rss_bytes / 2**20
+        print(f"  memory:     {rss:.0f} MiB RSS in {len(status.components)} processes")
+        print(f"  stop with:  inv cluster.sim-down --name {name}")
+
+
+@task(help={"name": _SIM_NAME_HELP})
+def sim_down(c: Context, name: str = "ttg-cluster") -> None:
+    """Stop the simulated cluster and every process it started.
+
+    Example: inv cluster.sim-down
+    """
+    from ttg_ops import simcluster
+
+    with _user_errors():
+        cluster = simcluster.SimCluster(name)
+        running = [s.name for s in cluster.status().components if s.alive]
+        cluster.stop()
+        print(
+            f"Stopped {', '.join(running)}"
+            if running
+            else f"Simulated cluster {name} is not running"
+        )
+
+
+@task(
+    help={
+        "name": _SIM_NAME_HELP,
+        "kubeconfig": "print only the kubeconfig path (for `export KUBECONFIG=...`)",
+    }
+)
+def sim_status(c: Context, name: str = "ttg-cluster", kubeconfig: bool = False) -> None:
+    """Show which components of the simulated cluster run and their memory.
+
+    Example: inv cluster.sim-status
+    """
+    from rich.console import Console
+    from ttg_ops import simcluster
+
+    with _user_errors():
+        cluster = simcluster.SimCluster(name)
+        if kubeconfig:
+            print(cluster.kubeconfig)
+            return
+        status = cluster.status()
+        if not status.components:
+            print(f"Simulated cluster {name} is not running (start it with `inv cluster.sim-up`)")
+            return
+        Console().print(simcluster.status_table(status))
+        print(f"kubeconfig {status.kubeconfig}, context {status.context}, API {status.api_url}")
+        if not status.running:
+            raise Exit("some components have stopped; restart with sim-down, then sim-up", code=1)
+
+
+cluster_ns = Collection("cluster")
+for _sim_task in (sim_build, sim_up, sim_down, sim_status):
+    cluster_ns.add_task(_sim_task)
+ns.add_collection(cluster_ns)
