@@ -18,7 +18,13 @@ from ttg_ops.simcluster._build import (
     sim_home,
     versions,
 )
-from ttg_ops.simcluster._cluster import ComponentStatus, SimCluster, SimClusterError, SimStatus
+from ttg_ops.simcluster._cluster import (
+    ComponentStatus,
+    SimCluster,
+    SimClusterError,
+    SimStatus,
+    status_table,
+)
 from ttg_ops.simcluster._kwok import (
     EXIT_CODE,
     FAIL_INDEXES,
@@ -51,5 +57,6 @@ __all__ = [
     "missing",
     "node_names",
     "sim_home",
+    "status_table",
     "versions",
 ]

@@ -728,3 +728,25 @@ class SimCluster:
         if not live.spec.node_name or not live.status.container_statuses:
             return  # not started yet: the API refuses its log until kwok has started it
         self._wait(f"the log of pod {namespace}/{pod} to be served", readable, timeout, "kwok")
+
+
+def status_table(status: SimStatus) -> Any:
+    """A rich table of the components in ``status``: pid, state and memory."""
+    from rich.table import Table
+
+    state = "ready" if status.api_ready else ("running" if status.running else "stopped")
+    table = Table(title=f"Simulated cluster {status.name} ({state})")
+    table.add_column("component")
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    table.add_column("RSS", justify="right")
+    for component in status.components:
+        table.add_row(
+            component.name,
+            str(component.pid),
+            "running" if component.alive else "gone",
+            f"{component.rss_bytes / 2**20:.0f} MiB" if component.alive else "-",
+        )
+    if status.components:
+        table.add_row("total", "", "", f"{status.rss_bytes / 2**20:.0f} MiB", style="bold")
+    return table
