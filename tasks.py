@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -206,6 +208,200 @@ def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
 
 ns.add_task(resources)
 ns.add_task(cleanup)
+
+
+# ---------------------------------------------------------------------------
+# Local runs and their reports: `inv run`, `inv report`, `inv results`, `inv rerun`
+# ---------------------------------------------------------------------------
+
+_RUNS_HELP = "where runs are kept (default: runs/ in the project)"
+_PROJECT = Path(__file__).resolve().parent
+
+
+def _runs_root(runs_dir: str) -> Path:
+    return Path(runs_dir) if runs_dir else _PROJECT / "runs"
+
+
+def _tooling_logs() -> None:
+    """Send TTG's own warnings to stderr; the live display owns stdout."""
+    from ttg_logging import configure
+
+    configure("ttg", "WARNING", "text", stream=sys.stderr)
+
+
+def _finish(report: dict[str, Any]) -> None:
+    """Exit non-zero for an interrupted run or one with failed or missing workers."""
+    from ttg_ops.errors import RunFailed
+
+    if report["status"] == "interrupted":
+        raise Exit(f"Run {report['run_id']} was interrupted; the report is written.", code=130)
+    if report["status"] != "succeeded":
+        agg = report["aggregate"]
+        raise RunFailed(
+            f"run {report['run_id']} failed: failed workers {agg['failed_indexes'] or 'none'}, "
+            f"missing workers {agg['missing_indexes'] or 'none'}",
+            hint=f"inv rerun --failed --run-id {report['run_id']}",
+        )
+
+
+@task(
+    help={
+        "workers": "number of workers (default 3)",
+        "params": "size of the integer range space (default 10000)",
+        "task": "built-in task (simulate, noop, collatz, is_prime, monte_carlo_pi, flaky) "
+        "or module:function",
+        "backend": "where workers run: process (default) or docker",
+        "batch_size": "parameters per batch (default 500)",
+        "space": "parameter space file: grid .yaml/.yml/.json, .jsonl or .csv",
+        "task_options": "JSON object of task options, such as '{\"cost_ms\": 2}'",
+        "log_format": "worker log format: text (default) or json",
+        "log_level": "worker log level: DEBUG, INFO (default), WARNING or ERROR",
+        "logs": "print every worker line, prefixed [worker-i], above the progress display",
+        "run_id": "run id (default: UTC time plus a random suffix)",
+        "failure_threshold": "fraction of failed parameters a worker tolerates (default 0)",
+        "version": "TTG version shown by workers; Docker runs ttg-worker:v<version>",
+        "image": "worker image for --backend docker (default ttg-worker:v<version>)",
+        "runs_dir": _RUNS_HELP,
+    }
+)
+def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    workers: int = 3,
+    params: int = 10_000,
+    task: str = "simulate",
+    backend: str = "process",
+    batch_size: int = 500,
+    space: str = "",
+    task_options: str = "",
+    log_format: str = "text",
+    log_level: str = "INFO",
+    logs: bool = False,
+    run_id: str = "",
+    failure_threshold: float = 0.0,
+    version: str = "",
+    image: str = "",
+    runs_dir: str = "",
+) -> None:
+    """Run the parameter sweep locally with a live display, then print the report.
+
+    Example: inv run --workers 3 --params 10000 --task simulate --backend process
+    """
+    from ttg_ops import runner
+    from ttg_ops.report import print_report
+    from ttg_ops.spec import DEFAULT_VERSION, RunSpec, new_run_id
+
+    with _user_errors():
+        spec = RunSpec(
+            workers=workers,
+            params=params,
+            task=task,
+            task_options=runner.parse_task_options(task_options),
+            space=space,
+            batch_size=batch_size,
+            version=version or DEFAULT_VERSION,
+            log_level=log_level,
+            log_format=log_format,
+            failure_threshold=failure_threshold,
+            run_id=run_id or new_run_id(),
+        )
+        runner.check_spec(spec, backend)
+        chosen = runner.make_backend(backend, image=image)
+        _tooling_logs()
+        report = runner.run(spec, chosen, _runs_root(runs_dir) / spec.run_id, show_logs=logs)
+        print_report(report)
+        _finish(report)
+
+
+@task(help={"run_id": "run to render (default: latest)", "runs_dir": _RUNS_HELP})
+def report(c: Context, run_id: str = "latest", runs_dir: str = "") -> None:
+    """Render a run's report as report.png and a self-contained report.html.
+
+    Example: inv report --run-id latest
+    """
+    from ttg_ops import plots
+    from ttg_ops.report import load_report, print_report, resolve_run_dir
+
+    with _user_errors():
+        run_dir = resolve_run_dir(_runs_root(runs_dir), run_id)
+        png, html = plots.render(run_dir)
+        print_report(load_report(run_dir))
+        print(f"Wrote {png}")
+        print(f"Wrote {html}")
+
+
+@task(help={"run_id": "run to merge (default: latest)", "runs_dir": _RUNS_HELP})
+def results(c: Context, run_id: str = "latest", runs_dir: str = "") -> None:
+    """Merge a run's result shards (with its reruns) and check that none is missing.
+
+    Example: inv results --run-id 20260127-051607-ab12
+    """
+    from ttg_ops.errors import RunFailed
+    from ttg_ops.report import print_results, resolve_run_dir
+    from ttg_ops.runner import merge_run
+
+    with _user_errors():
+        run_dir = resolve_run_dir(_runs_root(runs_dir), run_id)
+        root, merge = merge_run(run_dir)
+        print_results(root)
+        if not merge.ok:
+            raise RunFailed(
+                f"run {merge.run_id} is incomplete: {merge.missing_count} missing, "
+                f"{merge.duplicates} duplicated, {merge.error_count} errored parameters",
+                hint=f"inv rerun --failed --run-id {merge.run_id}",
+            )
+
+
+@task(
+    help={
+        "failed": "rerun the missing, failed and errored parameters (required)",
+        "run_id": "run to complete (default: latest)",
+        "whole_shards": "redo the whole shard of each failed worker, not only what is missing",
+        "workers": "workers for the follow-up run (default: fewer when few parameters are left)",
+        "logs": "print every worker line above the progress display",
+        "runs_dir": _RUNS_HELP,
+    }
+)
+def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    failed: bool = False,
+    run_id: str = "latest",
+    whole_shards: bool = False,
+    workers: int = 0,
+    logs: bool = False,
+    runs_dir: str = "",
+) -> None:
+    """Rerun what a local run left missing or failed, then merge and account again.
+
+    Example: inv rerun --failed --run-id latest
+    """
+    from ttg_ops.backends.process import ProcessBackend
+    from ttg_ops.errors import ConfigError
+    from ttg_ops.report import load_report, print_report, print_results, resolve_run_dir
+    from ttg_ops.runner import rerun_failed
+
+    with _user_errors():
+        if not failed:
+            raise ConfigError("say what to rerun: --failed is the only mode")
+        run_dir = resolve_run_dir(_runs_root(runs_dir), run_id)
+        _tooling_logs()
+        follow_up, merge = rerun_failed(
+            run_dir,
+            ProcessBackend(),
+            whole_shards=whole_shards,
+            workers=workers or None,
+            show_logs=logs,
+        )
+        if follow_up is not None:
+            print_report(follow_up)
+        print_results(load_report(run_dir.parent / merge.run_id))
+        if follow_up is not None:
+            _finish(follow_up)
+
+
+ns.add_task(run)
+ns.add_task(report)
+ns.add_task(results)
+ns.add_task(rerun)
 
 
 # ---------------------------------------------------------------------------

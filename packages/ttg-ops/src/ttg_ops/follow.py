@@ -11,11 +11,14 @@ a fixed interval when the output is not a terminal (CI logs, pipes).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.text import Text
 from ttg_logging.grammar import PROGRESS, SUMMARY, Event
 
 # Worker phases shown in the display.
@@ -207,42 +210,61 @@ def _eta(seconds: float | None) -> str:
 # ---------------------------------------------------------------------------
 
 
+class TrackerColumn(ProgressColumn):
+    """A progress column that reads ``rate``, ``eta`` or ``phase`` from the Tracker when drawn.
+
+    A task's ``worker`` field is its worker index, or ``None`` for the overall row.
+    """
+
+    def __init__(self, tracker: Tracker, what: str) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.what = what
+
+    def render(self, task: Task) -> Text:
+        index = task.fields.get("worker")
+        now = self.tracker.clock()
+        if index is None:
+            rate, eta = self.tracker.rate(now), self.tracker.eta(now)
+            phase = DONE if self.tracker.done else ""
+        else:
+            worker = self.tracker.workers[index]
+            rate, eta, phase = worker.rate(now), worker.eta(now), worker.phase
+        if self.what == "rate":
+            return Text(_rate(rate), justify="right")
+        if self.what == "eta":
+            return Text(f"eta {_eta(eta)}", justify="right")
+        return Text(phase, style={DONE: "green", FAILED: "red"}.get(phase, ""))
+
+
 class LiveView:
     """A rich ``Progress`` with a row per worker and an overall row, fed from a Tracker.
 
     Use as a context manager; call :meth:`refresh` after updating the
-    tracker (rich redraws at ``refresh_per_second`` on its own thread).
+    tracker. Rate, ETA and phase are read from the tracker each time rich
+    redraws (``refresh_per_second``), so they stay current between events.
     :meth:`log` prints a line above the display.
     """
 
     def __init__(self, tracker: Tracker, console: Any, refresh_per_second: float = 4) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         self.tracker = tracker
         self.console = console
         self.progress = Progress(
-            TextColumn("{task.description}", justify="left"),
+            TextColumn("{task.description}"),
             BarColumn(bar_width=None),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}", justify="right"),
-            TextColumn("eta {task.fields[eta]}", justify="right"),
-            TextColumn("{task.fields[phase]}"),
+            TrackerColumn(tracker, "rate"),
+            TrackerColumn(tracker, "eta"),
+            TrackerColumn(tracker, "phase"),
             console=console,
             refresh_per_second=refresh_per_second,
-            auto_refresh=True,
             expand=True,
         )
-        self.overall = self.progress.add_task(
-            "overall", total=tracker.total, rate="", eta="-", phase=""
-        )
-        self.rows = [
-            self.progress.add_task(
-                f"worker-{w.index}", total=w.total, rate="", eta="-", phase=w.phase
-            )
-            for w in tracker.workers
-        ]
+        self.rows: list[Any] = []
+        self.overall = self.progress.add_task("overall", total=tracker.total, worker=None)
 
     def __enter__(self) -> LiveView:
+        self.refresh()
         self.progress.start()
         return self
 
@@ -252,61 +274,59 @@ class LiveView:
 
     def log(self, index: int, line: str) -> None:
         """Print a worker's line, prefixed ``[worker-i]``, above the display."""
-        from rich.text import Text
-
         self.progress.console.print(Text(f"[worker-{index}] {line}"), highlight=False)
 
     def refresh(self) -> None:
-        """Copy the tracker's state into the progress rows."""
-        now = self.tracker.clock()
+        """Copy the tracker's counts into the progress rows."""
         for worker in self.tracker.workers[len(self.rows) :]:
             self.rows.append(
-                self.progress.add_task(f"worker-{worker.index}", rate="", eta="-", phase="")
+                self.progress.add_task(
+                    f"worker-{worker.index}", total=worker.total, worker=worker.index
+                )
             )
         for task_id, worker in zip(self.rows, self.tracker.workers, strict=False):
-            self.progress.update(
-                task_id,
-                completed=worker.processed,
-                total=worker.total,
-                rate=_rate(worker.rate(now)),
-                eta=_eta(worker.eta(now)),
-                phase=worker.phase,
-            )
+            self.progress.update(task_id, completed=worker.processed, total=worker.total)
         self.progress.update(
-            self.overall,
-            completed=self.tracker.processed,
-            total=self.tracker.total,
-            rate=_rate(self.tracker.rate(now)),
-            eta=_eta(self.tracker.eta(now)),
-            phase="done" if self.tracker.done else "",
+            self.overall, completed=self.tracker.processed, total=self.tracker.total
         )
 
 
 class PlainView:
-    """Plain status lines every ``interval`` seconds, for output that is not a terminal."""
+    """Plain status lines every ``interval`` seconds, for output that is not a terminal.
+
+    A daemon thread prints :meth:`Tracker.status_line` at the interval, so a
+    quiet phase (long batches) still shows that the run is alive.
+    """
 
     def __init__(self, tracker: Tracker, console: Any, interval: float = 5.0) -> None:
         self.tracker = tracker
         self.console = console
         self.interval = interval
-        self._next = tracker.clock() + interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="ttg-status", daemon=True)
 
     def __enter__(self) -> PlainView:
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 1)
+        self._print()
+
+    def _print(self) -> None:
         self.console.print(self.tracker.status_line(), highlight=False, markup=False)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._print()
 
     def log(self, index: int, line: str) -> None:
         """Print a worker's line, prefixed ``[worker-i]``."""
         self.console.print(f"[worker-{index}] {line}", highlight=False, markup=False)
 
     def refresh(self) -> None:
-        """Print the status line when the interval has passed."""
-        now = self.tracker.clock()
-        if now >= self._next:
-            self.console.print(self.tracker.status_line(now), highlight=False, markup=False)
-            self._next = now + self.interval
+        """Nothing to do: the status thread reads the tracker itself."""
 
 
 def make_view(

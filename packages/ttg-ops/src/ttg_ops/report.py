@@ -35,6 +35,7 @@ from ttg_ops.results import (
     load_json,
     selected_ranges,
     shard_bounds,
+    spec_space_size,
 )
 from ttg_ops.spec import RunSpec
 
@@ -159,22 +160,6 @@ def _worker_state(state: WorkerState, summary: dict[str, Any] | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _space_size(spec: RunSpec, summaries: Sequence[dict[str, Any] | None]) -> int | None:
-    if not spec.space:
-        return spec.params
-    for summary in summaries:
-        for key in ("space_size", "total_params"):
-            value = _int((summary or {}).get(key))
-            if value is not None:
-                return value
-    try:
-        from ttg_worker.spaces import load_space
-
-        return len(load_space(spec.space, spec.params))
-    except Exception:  # the file may only exist inside the image
-        return None
-
-
 def _worker_entry(
     spec: RunSpec, state: WorkerState, lines: Sequence[str | bytes]
 ) -> dict[str, Any]:
@@ -218,8 +203,12 @@ def _duration(worker: Mapping[str, Any]) -> float | None:
 def aggregate(spec: RunSpec, workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The run-wide figures of the report (the ``aggregate`` section)."""
     summaries = [w.get("summary") for w in workers]
-    size = _space_size(spec, summaries)
-    if size is not None:
+    # Every worker states the size of the selection it was sharded from.
+    stated = [_int((s or {}).get("total_params")) for s in summaries]
+    size = spec_space_size(spec, summaries)
+    if any(v is not None for v in stated):
+        total = max(v for v in stated if v is not None)
+    elif size is not None:
         total = count_ranges(selected_ranges(spec, size))
     else:
         total = sum(
@@ -564,3 +553,31 @@ def print_report(report: Mapping[str, Any], console: Any = None) -> None:
                 highlight=False,
             )
     console.print(f"Run {report['run_id']} {report['status']}.")
+
+
+def print_results(report: Mapping[str, Any], console: Any = None) -> None:
+    """Print the results accounting of ``report`` and what is still missing or errored."""
+    from rich.console import Console
+
+    console = console or Console()
+    table = results_table(report)
+    if table is None:
+        console.print(f"Run {report['run_id']} has no merged results yet.", highlight=False)
+        return
+    console.print(table)
+    results = report["results"]
+    if results["missing_count"]:
+        console.print(
+            f"Missing {results['missing_count']:,} parameters: {results['missing_ranges']}",
+            highlight=False,
+        )
+    if results.get("errors"):
+        console.print(
+            f"Errored {results['errors']:,} parameters: {results['error_ranges']}",
+            highlight=False,
+        )
+    if results.get("complete") and not results.get("errors"):
+        console.print(
+            f"Every one of the {results['expected']:,} parameters has exactly one result.",
+            highlight=False,
+        )

@@ -337,19 +337,35 @@ def lineage(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
     return [reports[root], *(reports[rid] for rid in rest)]
 
 
+def spec_space_size(spec: RunSpec, summaries: Iterable[dict[str, Any] | None] = ()) -> int | None:
+    """The number of parameter sets in ``spec``'s space, or ``None`` if it cannot be told.
+
+    The integer range space has ``spec.params``; a space file is sized from a
+    worker summary that states it, else by loading the file as the worker
+    does (it may exist only inside the worker image, hence ``None``).
+    """
+    if not spec.space:
+        return spec.params
+    for summary in summaries:
+        value = (summary or {}).get("space_size")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    try:
+        from ttg_worker.spaces import load_space
+
+        return len(load_space(spec.space, spec.params))
+    except Exception:  # the file may only exist inside the image, or be broken
+        return None
+
+
 def space_size(report: dict[str, Any]) -> int | None:
-    """The size of the root run's parameter space, from its spec or the worker summaries."""
-    spec = report.get("spec", {})
-    if not spec.get("space"):
-        return int(spec.get("params", 0))
-    for worker in report.get("workers", []):
-        summary = worker.get("summary") or {}
-        for key in ("space_size", "total_params"):
-            value = summary.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
+    """The size of a reported run's parameter space, from its spec, summaries or aggregate."""
+    spec = spec_from_dict(report.get("spec", {}))
+    size = spec_space_size(spec, (w.get("summary") for w in report.get("workers", [])))
+    if size is not None:
+        return size
     total = report.get("aggregate", {}).get("total_parameters")
-    if isinstance(total, int) and not spec.get("only"):
+    if isinstance(total, int) and not spec.only:
         return total
     return None
 
