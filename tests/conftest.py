@@ -9,6 +9,9 @@ import pytest
 # The simulated Kubernetes cluster's fixtures; docs/TESTING.md describes them.
 from tests.cluster_fixtures import sim_cluster, sim_namespace  # noqa: F401
 
+# The worker image and container fixtures; docs/IMAGES.md describes them.
+from tests.image_fixtures import docker_client, run_worker, worker_image  # noqa: F401
+
 
 def require_or_skip(variable: str, reason: str) -> None:
     """Fail when ``variable`` is set to 1 (CI), otherwise skip with ``reason``."""

@@ -604,6 +604,34 @@ def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[
     return image_id, log
 
 
+def run_build(
+    client: Any,
+    context: Path,
+    buildargs: dict[str, str] | None = None,
+    nocache: bool = False,
+    echo: Echo | None = None,
+) -> str:
+    """Build ``context`` with the streaming API and return the image id, untagged.
+
+    A failed step arrives as an ``error``/``errorDetail`` chunk, not as an
+    exception; it becomes an :class:`ImageBuildError` naming the step, its
+    message and the log tail. ``forcerm`` removes intermediate containers
+    even then, and ``pull=False`` keeps the build offline.
+    """
+    chunks = client.api.build(
+        path=str(context),
+        dockerfile="Dockerfile",
+        buildargs=buildargs or {},
+        decode=True,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        nocache=nocache,
+    )
+    image_id, _log = _stream_build(chunks, echo)
+    return image_id
+
+
 def build_image(
     version: str,
     *,
@@ -642,17 +670,13 @@ def build_image(
     context = prepare_context(checkout, echo=say)
     image_labels_ = image_labels(version, git_revision(checkout))
     say(f"Building the worker image for version {version} from {chosen}.")
-    chunks = client.api.build(
-        path=str(context),
-        dockerfile="Dockerfile",
+    image_id = run_build(
+        client,
+        context,
         buildargs={"BASE_IMAGE": chosen, **label_build_args(image_labels_)},
-        decode=True,
-        rm=True,
-        forcerm=True,
-        pull=False,
         nocache=nocache,
+        echo=say if verbose else None,
     )
-    image_id, _log = _stream_build(chunks, say if verbose else None)
     image = client.images.get(image_id)
     got = image.labels or {}
     wrong = {key: got.get(key) for key, value in image_labels_.items() if got.get(key) != value}
