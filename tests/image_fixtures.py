@@ -12,6 +12,7 @@ Without a Docker daemon the tests skip, or fail under ``TTG_REQUIRE_DOCKER=1``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -133,7 +134,5 @@ def run_worker(docker_client: Any, worker_image: Any) -> Iterator[Callable[..., 
 
     yield run
     for container in started:
-        try:
+        with contextlib.suppress(NotFound):
             container.stop()
-        except NotFound:
-            pass

@@ -109,13 +109,11 @@ def test_image_runs_as_an_unprivileged_user(
     assert status["Gid"].split() == ["10001"] * 4
 
 
-def test_image_has_no_shell(run_worker: Any, docker_client: Any, worker_image: Any) -> None:
+def test_image_has_no_shell(run_worker: Any) -> None:
     from docker.errors import APIError
 
-    with pytest.raises(APIError, match="sh"):
-        docker_client.containers.run(
-            worker_image.image_id, entrypoint=["/bin/sh", "-c", "true"], remove=True
-        )
+    with pytest.raises(APIError, match="/bin/sh"):
+        run_worker({}, entrypoint=["/bin/sh", "-c", "true"])
 
 
 def test_json_log_mode_prints_only_json_lines(run_worker: Any) -> None:
