@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,6 +209,16 @@ def _run(argv: list[str], what: str, timeout: float, cwd: Path | None = None) ->
     return done.stdout
 
 
+@contextmanager
+def _docker(timeout: int) -> Iterator[Any]:
+    """A Docker client (or a PreflightError) that is closed when the block ends."""
+    client = dockerapi.client(timeout=timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def _image_or_none(client: Any, name: str) -> Any:
     from docker.errors import ImageNotFound
 
@@ -286,8 +297,20 @@ def build_base(
     stripped of package lists, caches, documentation and locales, and carries
     TTG's labels so that inventory and cleanup find it.
     """
+    with _docker(timeout=600) as client:
+        return _build_base(client, force=force, mirror=mirror, suite=suite, tag=tag, echo=echo)
+
+
+def _build_base(
+    client: Any,
+    *,
+    force: bool,
+    mirror: str | None,
+    suite: str,
+    tag: str,
+    echo: Echo | None,
+) -> BaseResult:
     say = echo or (lambda _text: None)
-    client = dockerapi.client()
     existing = _image_or_none(client, tag)
     if existing is not None and not force:
         say(f"The offline base {tag} exists ({existing.short_id}); use --force to remake it.")
@@ -663,7 +686,30 @@ def build_image(
     for name in names:
         _split_name(name)
     checkout = root or project_root()
-    client = dockerapi.client(timeout=timeout)
+    with _docker(timeout=timeout) as client:
+        return _build_with(
+            client,
+            version=version,
+            base=base,
+            names=names,
+            verbose=verbose,
+            nocache=nocache,
+            say=say,
+            checkout=checkout,
+        )
+
+
+def _build_with(
+    client: Any,
+    *,
+    version: str,
+    base: str | None,
+    names: list[str],
+    verbose: bool,
+    nocache: bool,
+    say: Echo,
+    checkout: Path,
+) -> BuildResult:
     chosen = resolve_base(client, base, echo=say)
 
     started = time.monotonic()
@@ -741,7 +787,11 @@ def push_image(image: str, registry: str, version: str, echo: Echo | None = None
         )
     repository = f"{registry}/{labels.IMAGE_REPOSITORY}"
     tag = image_tag(version)
-    client = dockerapi.client(timeout=600)
+    with _docker(timeout=600) as client:
+        return _push_with(client, image, repository, tag, say)
+
+
+def _push_with(client: Any, image: str, repository: str, tag: str, say: Echo) -> str:
     found = _image_or_none(client, image)
     if found is None:
         raise ConfigError(f"image {image} does not exist; build it first with `inv build`")

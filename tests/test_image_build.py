@@ -1,0 +1,163 @@
+"""Building images: version and name checks, labels, the base choice, build failures."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ttg_ops import images, labels
+from ttg_ops.errors import ConfigError, PreflightError
+
+
+@pytest.mark.parametrize("version", ["1.1", "v1.1.0x", "", "v1.1.0", "1.1.0.0", "latest"])
+def test_build_rejects_a_malformed_version_naming_the_expected_form(version: str) -> None:
+    with pytest.raises(ConfigError, match=r"MAJOR\.MINOR\.PATCH such as 1\.1\.0"):
+        images.build_image(version)
+
+
+@given(
+    st.integers(0, 999),
+    st.integers(0, 999),
+    st.integers(0, 999),
+    st.sampled_from(["", "-rc1", "-beta.2", "+build.7"]),
+)
+def test_every_valid_version_gives_a_legal_docker_tag(
+    major: int, minor: int, patch: int, suffix: str
+) -> None:
+    tag = images.image_tag(f"{major}.{minor}.{patch}{suffix}")
+    assert tag.startswith("v")
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag)
+
+
+def test_image_labels_follow_ttg_labels_and_oci_keys() -> None:
+    created = datetime(2026, 1, 27, 5, 16, 7, 123456, tzinfo=UTC)
+    found = images.image_labels("1.2.0", "f2009bb-dirty", created)
+
+    assert found["org.opencontainers.image.created"] == "2026-01-27T05:16:07Z"
+    assert found["org.opencontainers.image.revision"] == "f2009bb-dirty"
+    assert found["org.opencontainers.image.version"] == "1.2.0"
+    for key, value in labels.docker_labels("1.2.0").items():
+        assert found[key] == value
+
+
+def test_every_label_has_a_dockerfile_build_argument() -> None:
+    found = images.image_labels("1.2.0", "abc1234")
+    args = images.label_build_args(found)
+    dockerfile = (images.project_root() / "images" / "worker" / "Dockerfile").read_text()
+
+    for key, arg in ((k, images._LABEL_ARGS[k]) for k in found):
+        assert f'{key}="${{{arg}}}"' in dockerfile
+        assert args[arg] == found[key]
+
+
+def test_debian_mirror_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n"
+    )
+    one_line = tmp_path / "sources.list"
+    one_line.write_text("# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n")
+
+    assert images.debian_mirror([deb822]) == "http://mirror.example/debian"
+    assert images.debian_mirror([one_line]) == "http://other.example/debian"
+    assert images.debian_mirror([tmp_path / "missing"]) == images.DEFAULT_MIRROR
+
+
+@pytest.mark.parametrize(
+    "registry", ["", "http://localhost:5000", "local host", "registry/UPPER"], ids=repr
+)
+def test_push_rejects_a_malformed_registry(registry: str) -> None:
+    with pytest.raises(ConfigError, match="registry"):
+        images.push_image("ttg-worker:latest", registry, "1.1.0")
+
+
+def test_stream_with_an_error_chunk_raises_with_step_and_tail() -> None:
+    chunks = [
+        {"stream": "Step 1/2 : FROM base\n"},
+        {"stream": "Step 2/2 : RUN make\n"},
+        {"stream": "make: *** no rule\n"},
+        {"errorDetail": {"code": 2, "message": "returned a non-zero code: 2"}, "error": "x"},
+    ]
+    with pytest.raises(images.ImageBuildError) as caught:
+        images._stream_build(iter(chunks), None)
+
+    text = str(caught.value)
+    assert "Step 2/2 : RUN make" in text
+    assert "returned a non-zero code: 2" in text
+    assert "make: *** no rule" in text
+
+
+@pytest.mark.docker
+def test_a_failing_build_step_is_reported_and_leaves_no_container(
+    docker_client: Any, worker_image: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {worker_image.base}\nRUN echo 'preparing the failing step' && exit 7\n"
+    )
+
+    with pytest.raises(images.ImageBuildError) as caught:
+        images.run_build(docker_client, tmp_path)
+
+    text = str(caught.value)
+    assert "Step 2/2 : RUN echo" in text
+    assert "returned a non-zero code: 7" in text
+    assert "preparing the failing step" in text
+    ran_in = re.findall(r"Running in ([0-9a-f]{12})", text)
+    assert ran_in, text
+    leftovers = docker_client.containers.list(all=True, filters={"id": ran_in[0]})
+    assert leftovers == []
+
+
+@pytest.mark.docker
+def test_an_unavailable_explicit_base_fails_naming_the_offline_base(docker_client: Any) -> None:
+    with pytest.raises(PreflightError, match=r"inv images\.base"):
+        images.resolve_base(docker_client, "ttg-no-such-base:0")
+
+
+@pytest.mark.docker
+def test_the_default_base_falls_back_to_the_offline_base(
+    docker_client: Any, worker_image: Any
+) -> None:
+    from docker.errors import ImageNotFound
+
+    try:
+        docker_client.images.get(images.DEFAULT_BASE)
+        pytest.skip(f"{images.DEFAULT_BASE} is present, so there is nothing to fall back from")
+    except ImageNotFound:
+        pass
+    if images._try_pull(docker_client, images.DEFAULT_BASE) is None:
+        pytest.skip(f"{images.DEFAULT_BASE} can be pulled here")
+
+    assert images.resolve_base(docker_client, None) == images.OFFLINE_BASE
+    assert worker_image.base == images.OFFLINE_BASE
+
+
+@pytest.mark.docker
+def test_the_offline_base_carries_ttg_labels(docker_client: Any, worker_image: Any) -> None:
+    if worker_image.base != images.OFFLINE_BASE:
+        pytest.skip(f"the image was built from {worker_image.base}, not the offline base")
+    found = docker_client.images.get(images.OFFLINE_BASE).labels
+    assert found[labels.DOCKER_PROJECT] == labels.PROJECT
+    assert found[labels.DOCKER_COMPONENT] == "base"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_rebuild_without_changes_reuses_every_layer(
+    worker_image: Any, docker_client: Any
+) -> None:
+    again = images.build_image("1.1.0", tags=["ttg-worker:test-rebuild"], verbose=False)
+    try:
+        old = docker_client.images.get(worker_image.image_id).history()
+        new = docker_client.images.get(again.image_id).history()
+        layers = lambda history: [h["Id"] for h in history if h["Size"] > 0]  # noqa: E731
+        assert layers(new) == layers(old)
+        assert again.seconds < 30
+    finally:
+        docker_client.images.remove("ttg-worker:test-rebuild")
