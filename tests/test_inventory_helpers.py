@@ -44,10 +44,10 @@ nodeRegistration:
 """
 
 
-def build_context(files: dict[str, bytes]) -> io.BytesIO:
-    """An in-memory build context: ``files`` plus a ``FROM scratch`` Dockerfile copying them."""
+def build_context(files: dict[str, bytes], dockerfile: str | None = None) -> io.BytesIO:
+    """An in-memory build context: ``files`` plus a Dockerfile (default: scratch + COPY)."""
     lines = ["FROM scratch"] + [f"COPY {name} /{name}" for name in sorted(files)]
-    members = {**files, "Dockerfile": ("\n".join(lines) + "\n").encode()}
+    members = {**files, "Dockerfile": (dockerfile or "\n".join(lines) + "\n").encode()}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in members.items():

@@ -27,6 +27,7 @@ from ttg_ops import labels
 from ttg_ops.errors import ConfigError, TTGError
 from ttg_ops.inventory import (
     PROBE_TIMEOUT,
+    ImageInfo,
     Inventory,
     Scope,
     collect,
@@ -228,6 +229,11 @@ def _kind_actions(inventory: Inventory, keep_cluster: bool) -> tuple[list[Action
     return actions, kept
 
 
+def _children_first(images: list[ImageInfo]) -> list[ImageInfo]:
+    """Images ordered so that one built on other TTG images is removed before them."""
+    return sorted(images, key=lambda image: len(image.built_on), reverse=True)
+
+
 def _docker_actions(inventory: Inventory, keep_images: bool) -> tuple[list[Action], list[str]]:
     docker = inventory.docker
     if not docker.available:
@@ -238,7 +244,7 @@ def _docker_actions(inventory: Inventory, keep_images: bool) -> tuple[list[Actio
     if keep_images:
         kept = [f"{len(docker.images)} TTG image(s) are kept (--keep-images)"]
         return actions, kept if docker.images else []
-    for image in docker.images:
+    for image in _children_first(docker.images):
         tags = ", ".join(image.tags) if image.tags else "untagged"
         short = image.id.removeprefix("sha256:")[:12]
         name = image.tags[0] if image.tags else short
@@ -544,25 +550,44 @@ class _Executor:
         image = client.images.get(action.ref)
         self._check_labels(f"image {action.name}", image.labels)
 
-        # Docker refuses to delete an image a container still uses; say which one.
-        users = [
-            entry
+        # Docker refuses to delete an image a container or a child image still
+        # uses; name them instead of leaving the image half untagged.
+        blockers = [
+            self._describe_container(entry)
             for entry in client.api.containers(all=True)
             if entry.get("ImageID") == image.id and entry.get("Id") not in self.removed_containers
         ]
-        if users:
-            names = []
-            for entry in users:
-                name = (entry.get("Names") or ["?"])[0].lstrip("/")
-                owner = "TTG's" if is_ttg_docker(entry.get("Labels")) else "not TTG's"
-                names.append(f"{name} ({owner})")
-            raise TTGError(f"it is used by container {', '.join(names)}; remove that first")
+        blockers += [
+            f"child image {(entry.get('RepoTags') or [entry['Id'][7:19]])[0]}"
+            for entry in client.api.images(all=True)
+            if entry.get("ParentId") == image.id
+        ]
+        if blockers:
+            raise TTGError(f"it is used by {', '.join(blockers)}; remove that first")
 
         for tag in image.tags:
             client.images.remove(tag, noprune=False)
-        if not image.tags:
+        # Removing the last tag deletes the image unless something still needs
+        # it; removing by id then raises with Docker's own reason.
+        if not image.tags or _exists(client, image.id):
             client.images.remove(image.id, noprune=False)
         return REMOVED
+
+    @staticmethod
+    def _describe_container(entry: dict[str, Any]) -> str:
+        name = (entry.get("Names") or ["?"])[0].lstrip("/")
+        owner = "TTG's" if is_ttg_docker(entry.get("Labels")) else "not TTG's"
+        return f"container {name} ({owner})"
+
+
+def _exists(client: Any, image_id: str) -> bool:
+    from docker.errors import NotFound
+
+    try:
+        client.images.get(image_id)
+    except NotFound:
+        return False
+    return True
 
 
 def execute(the_plan: Plan, progress: Callable[[Outcome], None] | None = None) -> CleanupReport:

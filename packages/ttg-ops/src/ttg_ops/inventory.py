@@ -124,6 +124,7 @@ class ImageInfo:
     version: str
     size: int
     created: str
+    built_on: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -322,6 +323,17 @@ def docker_objects(client: Any, scope: Scope) -> DockerSection:
     """TTG's images and containers, selected by TTG's project label (and the scope)."""
     filters = scope.docker_filters()
     images = [_image_info(image) for image in client.images.list(filters=filters)]
+    # An image built on another TTG image (the worker on TTG's base, with the
+    # classic builder) must be removed first; record which listed images are
+    # among its ancestors, through the parent chain of every local image.
+    parents = {entry["Id"]: entry.get("ParentId", "") for entry in client.api.images(all=True)}
+    listed = {image.id for image in images}
+    for image in images:
+        parent, seen = parents.get(image.id, ""), 0
+        while parent and seen < len(parents):
+            if parent in listed:
+                image.built_on.append(parent)
+            parent, seen = parents.get(parent, ""), seen + 1
     containers = [
         _container_info(container)
         for container in client.containers.list(all=True, filters=filters)
