@@ -39,6 +39,7 @@ EXTRA_KEYS = {
     "failed_count",
     "skipped_count",
     "total_params",
+    "space_size",
     "started_at",
     "finished_at",
     "results_path",

@@ -355,6 +355,7 @@ def _finish(
             "failed_count": tally.failed,
             "skipped_count": tally.skipped,
             "total_params": len(shard.selection),
+            "space_size": len(shard.space),
             "started_at": started_at,
             "finished_at": utc_now(),
             "results_path": str(shard.writer.path.resolve()),
