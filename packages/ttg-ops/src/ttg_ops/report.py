@@ -366,7 +366,9 @@ def resolve_run_dir(runs_root: Path, run_id: str = LATEST) -> Path:
         return runs_root / link.resolve().name
     run_dir = runs_root / run_id
     if not (run_dir / REPORT_FILE).exists():
-        known = sorted(p.parent.name for p in runs_root.glob(f"*/{REPORT_FILE}"))
+        known = sorted(
+            p.parent.name for p in runs_root.glob(f"*/{REPORT_FILE}") if not p.parent.is_symlink()
+        )
         listed = ", ".join(known[-5:]) if known else "none"
         raise ConfigError(f"run {run_id!r} has no report under {runs_root}; recent runs: {listed}")
     return run_dir

@@ -304,6 +304,8 @@ def lineage(runs_root: Path, run_id: str) -> list[dict[str, Any]]:
     """
     reports: dict[str, dict[str, Any]] = {}
     for path in sorted(runs_root.glob(f"*/{REPORT_FILE}")):
+        if path.parent.is_symlink():  # the `latest` pointer
+            continue
         try:
             report = load_json(path)
         except ConfigError:
@@ -380,6 +382,8 @@ def merge_results(run_dir: Path, *, expected: list[Range] | None = None) -> Merg
     :class:`ConfigError` when the run has no report and no ``expected``.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_symlink():  # `runs/latest`: merge under the run's real name
+        run_dir = run_dir.parent / run_dir.resolve().name
     if expected is None or (run_dir / REPORT_FILE).exists():
         reports = lineage(run_dir.parent, run_dir.name)
         root = reports[0]
