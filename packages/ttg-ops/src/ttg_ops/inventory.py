@@ -765,7 +765,10 @@ class _Printer:
         from rich import box
 
         self.console = console
-        self.frame = box.ROUNDED if console.is_terminal else box.SIMPLE
+        # Off a terminal: spaces between columns and a dashed rule under the
+        # header, plain ASCII that greps and diffs well.
+        plain = box.Box("    \n    \n -- \n    \n    \n -- \n    \n    \n", ascii=True)
+        self.frame = box.ROUNDED if console.is_terminal else plain
 
     def table(self, title: str, *columns: str) -> Any:
         from rich.table import Table
