@@ -68,7 +68,8 @@ def worker_env(out: Path, **settings: Any) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("TTG_", "LOG_", "JOB_COMPLETION_INDEX", "POD_NAME", "NODE_NAME"))
     }
-    env.update({"TTG_OUTPUT_DIR": str(out), "JOB_COMPLETION_INDEX": "0", "PYTHONUNBUFFERED": "1"})
+    env.pop("PYTHONUNBUFFERED", None)  # lines must arrive live without it
+    env.update({"TTG_OUTPUT_DIR": str(out), "JOB_COMPLETION_INDEX": "0"})
     for key, value in settings.items():
         if value is None:
             env.pop(key, None)
@@ -192,6 +193,15 @@ def test_every_json_line_parses_and_carries_the_documented_keys(tmp_path: Path) 
         r["level"] == "WARNING" and "within the failure threshold" in r["message"] for r in records
     )
     assert find_summary(proc.stdout.splitlines()) == records[-1]["summary"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_summary_is_printed_even_when_the_level_hides_info(tmp_path: Path, fmt: str) -> None:
+    proc = run_worker(tmp_path / "out", TTG_TOTAL_PARAMS="10", LOG_LEVEL="ERROR", LOG_FORMAT=fmt)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    assert summary_of(proc)["processed_count"] == 10
 
 
 def test_log_timestamps_are_utc_whatever_the_local_zone(tmp_path: Path) -> None:

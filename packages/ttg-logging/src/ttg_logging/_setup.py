@@ -30,7 +30,6 @@ EXTRA_MODULE = "module"
 EXTRA_EVENT = "ttg_event"
 EXTRA_FIELDS = "ttg_fields"
 EXTRA_METRIC = "ttg_metric"
-EXTRA_SUMMARY = "ttg_summary"
 _EXTRA_LINE = "_ttg_line"
 
 # The keys every JSON line starts with; event and metric fields may not reuse them.
@@ -128,8 +127,6 @@ def json_record(record: Any) -> dict[str, Any]:
     if EXTRA_METRIC in extra:
         name, value, unit = extra[EXTRA_METRIC]
         out["metric"], out["value"], out["unit"] = name, value, unit
-    if EXTRA_SUMMARY in extra:
-        out["summary"] = extra[EXTRA_SUMMARY]
     if record["exception"] is not None:
         import traceback
 

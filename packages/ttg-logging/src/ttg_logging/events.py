@@ -8,6 +8,7 @@ carries ``"event"`` and the fields as top-level keys.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -17,7 +18,7 @@ from ttg_logging._setup import (
     EXTRA_EVENT,
     EXTRA_FIELDS,
     EXTRA_METRIC,
-    EXTRA_SUMMARY,
+    MODULE_WIDTH,
     STATE,
 )
 
@@ -117,15 +118,25 @@ def summary(data: dict[str, Any], message: str | None = None, *, module: str | N
     """Write the worker summary as the last stdout line, in the configured format.
 
     Text format: the summary alone as one compact JSON object. JSON format:
-    a log record with ``"event": "SUMMARY"`` and the object under ``"summary"``.
-    Nothing may be logged after this call.
+    a record with ``"event": "SUMMARY"`` and the object under ``"summary"``.
+    The line is written whatever ``LOG_LEVEL`` is, since the tooling depends
+    on it. Nothing may be logged after this call.
     """
     if STATE.fmt == "json":
-        text = message or f"Summary of worker {data.get('worker_id')}: {data.get('status')}."
-        _bound(module).bind(
-            **{EXTRA_EVENT: SUMMARY_EVENT, EXTRA_FIELDS: {}, EXTRA_SUMMARY: data}
-        ).info(text)
-        return
-    line = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+        moment = datetime.now(UTC)
+        record = {
+            "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{moment.microsecond // 1000:03d}Z",
+            "level": "INFO",
+            "worker_id": STATE.worker_id,
+            "module": (module or "main")[:MODULE_WIDTH],
+            "message": message
+            or f"Summary of worker {data.get('worker_id')}: {data.get('status')}.",
+            "event": SUMMARY_EVENT,
+            "summary": data,
+        }
+    else:
+        record = data
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
     STATE.stream.write(line + "\n")
     STATE.stream.flush()
