@@ -545,9 +545,9 @@ def probe(api: Any, context: str, timeout: float = PROBE_TIMEOUT) -> None:
 def kube_objects(
     context: str,
     *,
-    kubeconfig: str | None,
-    namespace: str | None,
-    scope: Scope,
+    kubeconfig: str | None = None,
+    namespace: str | None = None,
+    scope: Scope | None = None,
     timeout: float = PROBE_TIMEOUT,
     event_limit: int = EVENT_LIMIT,
 ) -> KubeSection:
@@ -573,6 +573,7 @@ def kube_objects(
         section.note = f"skipped: the API server of {context!r} refused: {exc}"
         return section
 
+    scope = scope or Scope()
     core: Any = k8s_client.CoreV1Api(api)
     batch: Any = k8s_client.BatchV1Api(api)
     selector = scope.k8s_selector()
