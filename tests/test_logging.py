@@ -225,3 +225,11 @@ def test_public_names_are_exported() -> None:
         "INTERRUPTED",
     }
     assert ttg_logging.LEVELS == ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def test_an_event_message_with_newlines_stays_on_one_text_line() -> None:
+    stream = _configure("text")
+    event("FAILED", "ValueError: first line\nsecond line", module="main")
+    lines = _lines(stream)
+    assert len(lines) == 1
+    assert lines[0].endswith("❌ FAILED: ValueError: first line second line")

@@ -98,7 +98,8 @@ def _text_format(record: Any) -> str:
     stamp, _ = _timestamps(record)
     message = record["message"]
     if EXTRA_EVENT in extra:
-        message = render_event_text(extra[EXTRA_EVENT], message)
+        # An event stays on one line, whatever its message holds, so the grammar sees it whole.
+        message = render_event_text(extra[EXTRA_EVENT], " ".join(message.splitlines()))
     elif EXTRA_METRIC in extra:
         name, value, unit = extra[EXTRA_METRIC]
         message = render_metric_text(name, value, unit)

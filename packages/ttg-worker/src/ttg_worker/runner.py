@@ -36,6 +36,12 @@ STATUS_FAILED = "failed"
 STATUS_INTERRUPTED = "interrupted"
 
 
+def _describe(exc: BaseException) -> str:
+    """``ExcType: message``, or just ``ExcType`` when the message is empty."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with milliseconds (``...T05:16:19.993+00:00``)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -219,7 +225,7 @@ def process(
                     value = task(param, **options) if options else task(param)
                 except Exception as exc:  # a failing parameter is recorded, not fatal
                     value = None
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = _describe(exc)
                     failed += 1
                 try:
                     lines.append(encode(index, param, value, error))
@@ -314,7 +320,7 @@ def _guarded_process(
             f"Worker {config.worker_id} stopped on an unexpected error; the results written "
             f"so far in {shard.writer.path} are kept."
         )
-        return f"{type(exc).__name__}: {exc}"
+        return _describe(exc)
     return None
 
 
