@@ -209,3 +209,155 @@ def inv(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
+
+
+# ---------------------------------------------------------------------------
+# Kubernetes objects in the simulated cluster
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class KubeWorld:
+    """Makes Kubernetes objects for one test in the simulated cluster; removes what it made."""
+
+    sim: Any
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    namespaces: list[str] = field(default_factory=list)
+    cluster_objects: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from kubernetes import client
+
+        self.api = self.sim.api_client()
+        self.core: Any = client.CoreV1Api(self.api)
+        self.batch: Any = client.BatchV1Api(self.api)
+        self.rbac: Any = client.RbacAuthorizationV1Api(self.api)
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(((SESSION_KEY, self.session),))
+
+    @property
+    def selector(self) -> str:
+        """TTG's selector narrowed to this test, as an independent count would use it."""
+        return f"{labels.K8S_PROJECT}={labels.PROJECT},{SESSION_KEY}={self.session}"
+
+    def ttg_labels(self, run_id: str = "run-a") -> dict[str, str]:
+        return {**labels.k8s_labels("9.9.9", run_id), SESSION_KEY: self.session}
+
+    def namespace(self, *, ttg_created: bool) -> str:
+        name = f"inv-{uuid.uuid4().hex[:8]}"
+        meta_labels = {SESSION_KEY: self.session}
+        if ttg_created:
+            meta_labels.update(
+                {labels.K8S_CREATED_NAMESPACE: "true", labels.K8S_PROJECT: labels.PROJECT}
+            )
+        self.core.create_namespace({"metadata": {"name": name, "labels": meta_labels}})
+        self.namespaces.append(name)
+        return name
+
+    def job(
+        self, namespace: str, name: str, *, ttg: bool, completions: int = 3, run: str = "60s"
+    ) -> Any:
+        """An Indexed Job whose pods kwok keeps Running for ``run``."""
+        meta_labels = self.ttg_labels() if ttg else {"app": "someone-else"}
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "labels": meta_labels},
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": completions,
+                "parallelism": completions,
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {
+                        "labels": meta_labels,
+                        "annotations": {"ttg.io/sim-run-duration": run},
+                    },
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "worker",
+                                "image": "ttg-worker:v9.9.9",
+                                "imagePullPolicy": "Never",
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        return self.batch.create_namespaced_job(namespace, body)
+
+    def pod(self, namespace: str, name: str, *, ttg: bool) -> Any:
+        """A bare pod (no owner); kwok keeps it Running until it is deleted."""
+        meta_labels = self.ttg_labels() if ttg else {"app": "someone-else"}
+        body = {
+            "metadata": {"name": name, "labels": meta_labels},
+            "spec": {
+                "containers": [
+                    {"name": "main", "image": "someone/else:1", "imagePullPolicy": "Never"}
+                ]
+            },
+        }
+        return self.core.create_namespaced_pod(namespace, body)
+
+    def config_map(self, namespace: str, name: str) -> Any:
+        body = {"metadata": {"name": name}, "data": {"owner": "someone else"}}
+        return self.core.create_namespaced_config_map(namespace, body)
+
+    def pods(self, namespace: str, selector: str = "") -> list[Any]:
+        return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+    def wait_for(self, what: str, check: Any, timeout: float = 60.0) -> Any:
+        """Poll ``check()`` every 0.25 s until it returns something truthy, or fail."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout:.0f}s for {what}; last result: {result!r}")
+            time.sleep(0.25)
+
+    def wait_scheduled(self, namespace: str, selector: str, count: int) -> list[Any]:
+        def scheduled() -> list[Any]:
+            pods = [p for p in self.pods(namespace, selector) if p.spec.node_name]
+            return pods if len(pods) == count else []
+
+        return self.wait_for(
+            f"{count} scheduled pods matching {selector} in {namespace}", scheduled
+        )
+
+    def remove_all(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        for name in self.namespaces:
+            try:
+                self.core.delete_namespace(name, propagation_policy="Background")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for kind, name in self.cluster_objects:
+            delete = (
+                self.rbac.delete_cluster_role
+                if kind == "ClusterRole"
+                else self.rbac.delete_cluster_role_binding
+            )
+            try:
+                delete(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.fixture
+def kube_world(sim_cluster: Any) -> Iterator[KubeWorld]:
+    world = KubeWorld(sim_cluster)
+    try:
+        yield world
+    finally:
+        world.remove_all()
