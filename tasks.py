@@ -113,6 +113,14 @@ ns.add_collection(images_ns)
 # Inventory and cleanup: `inv resources`, `inv cleanup`
 # ---------------------------------------------------------------------------
 
+
+def _inventory_logs() -> None:
+    """Only TTG's warnings go to stderr; the tables and the plan own stdout."""
+    from ttg_logging import configure
+
+    configure("ttg", "WARNING", "text", stream=sys.stderr)
+
+
 _SCOPE_HELP = {
     "context": "kube context to inspect (default kind-<cluster>; never the current context)",
     "kubeconfig": "kubeconfig file (default $KUBECONFIG, else ~/.kube/config)",
@@ -145,6 +153,7 @@ def resources(  # noqa: PLR0917 - the parameters are the task's CLI flags
 
     from ttg_ops import inventory
 
+    _inventory_logs()
     with _user_errors():
         found = inventory.collect(
             context=context or None,
@@ -189,6 +198,7 @@ def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
     from ttg_ops import cleanup as cleanup_ops
     from ttg_ops.inventory import make_console
 
+    _inventory_logs()
     with _user_errors():
         cleanup_ops.run(
             console=make_console(),

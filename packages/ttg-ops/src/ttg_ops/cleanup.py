@@ -598,7 +598,11 @@ def execute(the_plan: Plan, progress: Callable[[Outcome], None] | None = None) -
         for action in the_plan.actions:
             outcome = executor.run(action)
             if outcome.result == FAILED:
-                logger.warning("Could not delete {}: {}", action.describe(), outcome.reason)
+                logger.info(
+                    "Could not delete {}: {}; going on with the rest of the plan.",
+                    action.describe(),
+                    outcome.reason,
+                )
             else:
                 logger.debug("Deleted {} ({}).", action.describe(), outcome.result)
             report.outcomes.append(outcome)
