@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from itertools import islice
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -159,6 +160,8 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
     TTG_ONLY or output directory, before anything is computed.
     """
     log = logger.bind(module="shard")
+    task = resolve_task(config.task)
+    check_options(task, config.task, config.task_options)
     space = load_space(config.space, config.params)
     if config.space and config.params_explicit:
         log.info(
@@ -166,8 +169,6 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
             f"{config.space} defines {len(space)} parameters."
         )
     selection = parse_only(config.only, len(space))
-    task = resolve_task(config.task)
-    check_options(task, config.task, config.task_options)
 
     start, end = shard_bounds(config.worker_id, config.workers, len(selection))
     path = shard_path(config.output_dir, config.worker_id)
@@ -201,7 +202,7 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
 def process(
     shard: Shard, tally: Tally, batch_size: int, options: dict[str, Any], stop: StopRequest
 ) -> None:
-    """The batch loop: compute a batch, write and fsync it, then report PROGRESS.
+    """The batch loop: compute a batch, write and flush it, then report PROGRESS.
 
     A task that raises records ``"ExcType: message"`` for that parameter and
     the loop goes on. The stop flag is checked after every parameter.
@@ -273,13 +274,21 @@ def run(config: WorkerConfig, *, install_signals: bool = True) -> int:
             workers=config.workers,
             run_id=config.run_id,
         )
-        shard, tally = prepare(config)
+        try:
+            shard, tally = prepare(config)
+        except WorkerConfigError:
+            raise
+        except Exception as exc:  # a bug or an environment failure: still end with a summary
+            tally = Tally(error=_unexpected(config, exc, "while preparing its shard"))
+            return _finish(config, placement, started_at, None, tally)
         try:
             _announce(config, shard, tally)
             tally.error = _guarded_process(config, shard, tally, stop)
         finally:
             shard.writer.close()
-        tally.signum = stop.signum
+        # A signal that arrives once every parameter is done interrupts nothing.
+        if tally.skipped + tally.processed < tally.shard_size:
+            tally.signum = stop.signum
         return _finish(config, placement, started_at, shard, tally)
     finally:
         stop.restore()
@@ -316,22 +325,33 @@ def _guarded_process(
     try:
         process(shard, tally, config.batch_size, config.task_options, stop)
     except Exception as exc:  # a bug or an environment failure (disk full): report it
-        logger.bind(module="main").opt(exception=exc).error(
-            f"Worker {config.worker_id} stopped on an unexpected error; the results written "
-            f"so far in {shard.writer.path} are kept."
+        return _unexpected(
+            config, exc, f"; the results written so far in {shard.writer.path} are kept"
         )
-        return _describe(exc)
     return None
+
+
+def _unexpected(config: WorkerConfig, exc: Exception, context: str) -> str:
+    """Log an unexpected error with its traceback; return its one-line description."""
+    separator = "" if context.startswith(";") else " "
+    logger.bind(module="main").opt(exception=exc).error(
+        f"Worker {config.worker_id} stopped on an unexpected error{separator}{context}."
+    )
+    return _describe(exc)
 
 
 def _finish(
     config: WorkerConfig,
     placement: Placement,
     started_at: str,
-    shard: Shard,
+    shard: Shard | None,
     tally: Tally,
 ) -> int:
-    """Log the metrics and the final event, print the summary; return the exit code."""
+    """Log the metrics and the final event, print the summary; return the exit code.
+
+    ``shard`` is None when preparing it failed; its fields are then null.
+    """
+    path = shard_path(config.output_dir, config.worker_id)
     for name, value, unit in (
         ("processed_count", tally.processed, "params"),
         ("failed_count", tally.failed, "params"),
@@ -341,7 +361,7 @@ def _finish(
     ):
         metric(name, value, unit, module="main")
 
-    status, exit_code = _outcome(config, shard, tally)
+    status, exit_code = _outcome(config, path, tally)
     summary(
         {
             "worker_id": config.worker_id,
@@ -350,8 +370,8 @@ def _finish(
             "hostname": placement.hostname,
             "pod_name": placement.pod_name,
             "node_name": placement.node_name,
-            "range_start": shard.start,
-            "range_end": shard.end,
+            "range_start": shard.start if shard else None,
+            "range_end": shard.end if shard else None,
             "processed_count": tally.processed,
             "duration_seconds": round(tally.duration, 3),
             "params_per_second": round(tally.rate, 2),
@@ -360,11 +380,11 @@ def _finish(
             "task": config.task,
             "failed_count": tally.failed,
             "skipped_count": tally.skipped,
-            "total_params": len(shard.selection),
-            "space_size": len(shard.space),
+            "total_params": len(shard.selection) if shard else None,
+            "space_size": len(shard.space) if shard else None,
             "started_at": started_at,
             "finished_at": utc_now(),
-            "results_path": str(shard.writer.path.resolve()),
+            "results_path": str(path.resolve()),
             "exit_code": exit_code,
         },
         module="main",
@@ -372,7 +392,7 @@ def _finish(
     return exit_code
 
 
-def _outcome(config: WorkerConfig, shard: Shard, tally: Tally) -> tuple[str, int]:
+def _outcome(config: WorkerConfig, path: Path, tally: Tally) -> tuple[str, int]:
     """Log the final lifecycle event; return the summary status and the exit code."""
     worker = f"Worker {config.worker_id}"
     signum, error = tally.signum, tally.error
@@ -396,14 +416,14 @@ def _outcome(config: WorkerConfig, shard: Shard, tally: Tally) -> tuple[str, int
             "FAILED",
             f"{tally.failed} of {tally.processed} parameters failed ({100.0 * ratio:.1f}%), "
             f"above the failure threshold of {threshold}; the errors are in "
-            f"{shard.writer.path}.",
+            f"{path}.",
             error="failure threshold exceeded",
         )
         return STATUS_FAILED, 1
     if tally.failed:
         logger.bind(module="main").warning(
             f"{tally.failed} of {tally.processed} parameters failed, within the failure "
-            f"threshold of {threshold}; the errors are in {shard.writer.path}."
+            f"threshold of {threshold}; the errors are in {path}."
         )
     _event(
         "COMPLETED",
