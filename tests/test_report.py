@@ -205,6 +205,13 @@ def test_tables_show_the_seed_metrics_and_each_worker(real_report: dict) -> None
     print_report(real_report, console)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "Performance Metrics" in text and "ttg-real-1" in text and "Run real succeeded." in text
+    assert "Batch s avg/min/max" in text
+
+    narrow = Console(file=io.StringIO(), width=80)
+    print_report(real_report, narrow)
+    text = narrow.file.getvalue()  # type: ignore[attr-defined]
+    assert "ttg-real-1" in text and "Batch s" not in text and "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_write_load_and_latest_round_trip(tmp_path: Path, real_report: dict) -> None:

@@ -220,6 +220,7 @@ def _inv(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_inv_run_report_results_end_to_end(tmp_path: Path) -> None:
     runs = str(tmp_path / "runs")
     done = _inv(
@@ -262,6 +263,7 @@ def test_inv_run_rejects_bad_flags_without_a_traceback(
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_inv_rerun_requires_failed_and_reports_a_complete_run(tmp_path: Path) -> None:
     runs = str(tmp_path / "runs")
     assert _inv("rerun", "--runs-dir", runs).returncode == 2

@@ -403,16 +403,16 @@ def metrics_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 WORKER_COLUMNS = (
-    "Index",
+    "#",
     "Name",
     "Node",
-    "Range",
+    "Shard",
     "Processed",
     "Failed",
     "Duration",
-    "Throughput",
+    "Params/s",
     "Batches",
-    "Batch avg/min/max",
+    "Batch s avg/min/max",
     "State",
 )
 
@@ -433,7 +433,7 @@ def _batch_stats(worker: Mapping[str, Any]) -> tuple[int, str]:
         avg, low, high = statistics.fmean(times), min(times), max(times)
     if avg is None or low is None or high is None:
         return count, "-"
-    return count, f"{avg:.2f}/{low:.2f}/{high:.2f} s"
+    return count, f"{avg:.2f}/{low:.2f}/{high:.2f}"
 
 
 def worker_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
@@ -498,19 +498,49 @@ def metrics_table(report: Mapping[str, Any]) -> Any:
     return table
 
 
-def workers_table(report: Mapping[str, Any]) -> Any:
-    """The per-worker table as a rich ``Table``."""
+# Columns kept when the full table does not fit the console.
+NARROW_COLUMNS = ("#", "Name", "Shard", "Processed", "Duration", "Params/s", "State")
+
+
+def _workers_table(report: Mapping[str, Any], columns: Sequence[str], title: str) -> Any:
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Workers", title_justify="left")
-    numeric = {"Index", "Processed", "Failed", "Duration", "Throughput", "Batches"}
-    for column in WORKER_COLUMNS:
-        table.add_column(column, justify="right" if column in numeric else "left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    numeric = {"#", "Processed", "Failed", "Duration", "Params/s", "Batches"}
+    for column in columns:
+        # Names fold onto a second line when space is short; figures never wrap.
+        wraps = column in ("Name", "Node")
+        table.add_column(
+            column,
+            justify="right" if column in numeric else "left",
+            no_wrap=not wraps,
+            overflow="fold" if wraps else "ellipsis",
+        )
+    positions = [WORKER_COLUMNS.index(c) for c in columns]
     for row in worker_rows(report):
+        cells: list[Any] = [row[i] for i in positions]
         state = row[-1]
-        table.add_row(*row[:-1], Text(state, style=_STATE_STYLE.get(state, "")))
+        cells[-1] = Text(state, style=_STATE_STYLE.get(state, ""))
+        table.add_row(*cells)
     return table
+
+
+def workers_table(report: Mapping[str, Any], console: Any = None) -> Any:
+    """The per-worker table as a rich ``Table``.
+
+    With ``console``, the table keeps to its width: when every column does
+    not fit, the node, failed and batch columns give way (the nodes move to
+    the title).
+    """
+    table = _workers_table(report, WORKER_COLUMNS, "Workers")
+    unbounded = console.options.update_width(10_000) if console is not None else None
+    if console is None or console.measure(table, options=unbounded).maximum <= console.width:
+        return table
+    nodes = sorted({str(w.get("node") or "-") for w in report["workers"]})
+    title = f"Workers on {', '.join(nodes)} (a wider terminal shows batch figures)"
+    return _workers_table(report, NARROW_COLUMNS, title)
 
 
 def results_table(report: Mapping[str, Any]) -> Any:
@@ -535,7 +565,7 @@ def print_report(report: Mapping[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     console.print(metrics_table(report))
-    console.print(workers_table(report))
+    console.print(workers_table(report, console))
     results = results_table(report)
     if results is not None:
         console.print(results)

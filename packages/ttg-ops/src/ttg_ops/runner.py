@@ -275,11 +275,9 @@ def make_backend(name: str, image: str = "") -> Backend:
 
         return ProcessBackend()
     if name == "docker":
-        import importlib
+        from ttg_ops.backends.docker import DockerBackend
 
-        docker = importlib.import_module("ttg_ops.backends.docker")
-        backend: Backend = docker.DockerBackend(image=image or None)
-        return backend
+        return DockerBackend(image=image or None)
     raise ConfigError(
         f"backend {name!r} is not one of {', '.join(LOCAL_BACKENDS)}",
         hint="for the Kubernetes Job use `inv deploy`",
