@@ -500,3 +500,9 @@ def test_a_signal_stops_gracefully_and_a_restart_resumes(
     indexes = [row["index"] for row in results(out, 1)]
     assert sorted(indexes) == list(range(1500, 3000))
     assert len(indexes) == len(set(indexes))
+
+
+def test_a_bad_flag_value_is_named_by_its_flag(tmp_path: Path) -> None:
+    proc = run_worker(tmp_path / "out", "--log-level=LOUD", LOG_LEVEL="INFO")
+    assert proc.returncode == 2
+    assert "--log-level='LOUD' is not a log level; allowed: DEBUG, INFO" in proc.stderr

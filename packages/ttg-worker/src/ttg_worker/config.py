@@ -21,29 +21,30 @@ from ttg_worker.errors import WorkerConfigError
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
-# (attribute, environment variable, flag, help)
-SETTINGS: tuple[tuple[str, str, str, str], ...] = (
-    ("worker_id", "JOB_COMPLETION_INDEX", "--worker-id", "this worker's index, 0..workers-1"),
-    ("workers", "TTG_TOTAL_WORKERS", "--workers", "number of workers (default 1)"),
-    ("params", "TTG_TOTAL_PARAMS", "--params", "size of the integer range space (default 10000)"),
-    ("space", "TTG_SPACE", "--space", "grid (.yaml/.yml/.json), .jsonl or .csv file"),
-    ("task", "TTG_TASK", "--task", "built-in task name or module:function (default simulate)"),
-    ("task_options", "TTG_TASK_OPTIONS", "--task-options", "JSON object of task keyword options"),
-    ("batch_size", "TTG_BATCH_SIZE", "--batch-size", "parameters per batch (default 500)"),
-    ("output_dir", "TTG_OUTPUT_DIR", "--output-dir", "results directory (default ./ttg-output)"),
-    ("run_id", "TTG_RUN_ID", "--run-id", "run id echoed in the summary"),
-    ("version", "TTG_VERSION", "--worker-version", "version shown in logs and summary"),
-    ("only", "TTG_ONLY", "--only", "global index ranges 'a:b,c:d' to restrict the run to"),
+# (attribute, environment variable, flag, metavar, help)
+SETTINGS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("worker_id", "JOB_COMPLETION_INDEX", "--worker-id", "N", "this worker's index, 0..workers-1"),
+    ("workers", "TTG_TOTAL_WORKERS", "--workers", "N", "number of workers (default 1)"),
+    ("params", "TTG_TOTAL_PARAMS", "--params", "N", "size of the integer range space (10000)"),
+    ("space", "TTG_SPACE", "--space", "PATH", "grid (.yaml/.yml/.json), .jsonl or .csv file"),
+    ("task", "TTG_TASK", "--task", "TASK", "built-in task or module:function (simulate)"),
+    ("task_options", "TTG_TASK_OPTIONS", "--task-options", "JSON", "task keyword options"),
+    ("batch_size", "TTG_BATCH_SIZE", "--batch-size", "N", "parameters per batch (500)"),
+    ("output_dir", "TTG_OUTPUT_DIR", "--output-dir", "DIR", "results directory (./ttg-output)"),
+    ("run_id", "TTG_RUN_ID", "--run-id", "ID", "run id echoed in the summary"),
+    ("version", "TTG_VERSION", "--worker-version", "X.Y.Z", "version in logs and summary"),
+    ("only", "TTG_ONLY", "--only", "A:B,C:D", "restrict to these global index ranges"),
     (
         "failure_threshold",
         "TTG_FAILURE_THRESHOLD",
         "--failure-threshold",
-        "fraction of failed parameters tolerated before exit code 1 (default 0.0)",
+        "FRACTION",
+        "fraction of failed parameters tolerated before exit code 1 (0.0)",
     ),
-    ("log_level", "LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
-    ("log_format", "LOG_FORMAT", "--log-format", "text or json (default text)"),
+    ("log_level", "LOG_LEVEL", "--log-level", "LEVEL", "DEBUG, INFO, WARNING or ERROR (INFO)"),
+    ("log_format", "LOG_FORMAT", "--log-format", "FORMAT", "text or json (text)"),
 )
-ENV_OF = {attr: env for attr, env, _, _ in SETTINGS}
+ENV_OF = {attr: env for attr, env, _, _, _ in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
             "from the environment (docs/WORKER.md); flags override them."
         ),
     )
-    for _, env, flag, text in SETTINGS:
-        parser.add_argument(flag, default=None, metavar=env, help=f"{text} [env {env}]")
+    for attr, env, flag, metavar, text in SETTINGS:
+        parser.add_argument(
+            flag, dest=attr, default=None, metavar=metavar, help=f"{text} [env {env}]"
+        )
     parser.add_argument(
         "--list-tasks", action="store_true", help="print the built-in tasks and exit"
     )
@@ -104,24 +107,26 @@ def load_config(
     """Merge flags over the environment and validate every setting."""
     env = os.environ if environ is None else environ
     values: dict[str, str] = {}
-    for attr, name, _, _ in SETTINGS:
+    label = dict(ENV_OF)  # how messages name a setting: its flag when a flag set it
+    for attr, name, flag, _, _ in SETTINGS:
         flag_value = getattr(args, attr, None) if args is not None else None
         if flag_value is not None:
             values[attr] = flag_value
+            label[attr] = flag
         elif env.get(name, "").strip():
             values[attr] = env[name]
 
-    workers = _int(ENV_OF["workers"], values.get("workers", "1"), 1)
+    workers = _int(label["workers"], values.get("workers", "1"), 1)
     if "worker_id" not in values:
         raise WorkerConfigError(
             "JOB_COMPLETION_INDEX is not set; set it (or pass --worker-id) to this worker's "
             f"index, an integer from 0 to {workers - 1}"
         )
-    worker_id = _int(ENV_OF["worker_id"], values["worker_id"], 0)
+    worker_id = _int(label["worker_id"], values["worker_id"], 0)
     if worker_id >= workers:
         raise WorkerConfigError(
-            f"JOB_COMPLETION_INDEX={worker_id} is outside 0..{workers - 1} for "
-            f"TTG_TOTAL_WORKERS={workers}"
+            f"{label['worker_id']}={worker_id} is outside 0..{workers - 1} for "
+            f"{label['workers']}={workers}"
         )
 
     options_text = values.get("task_options", "{}")
@@ -129,12 +134,13 @@ def load_config(
         options = json.loads(options_text)
     except ValueError as exc:
         raise WorkerConfigError(
-            f"TTG_TASK_OPTIONS={options_text!r} is not valid JSON ({exc}); "
+            f"{label['task_options']}={options_text!r} is not valid JSON ({exc}); "
             'allowed: a JSON object such as {"cost_ms": 2.0}'
         ) from None
     if not isinstance(options, dict):
         raise WorkerConfigError(
-            f'TTG_TASK_OPTIONS={options_text!r} must be a JSON object such as {{"cost_ms": 2.0}}'
+            f"{label['task_options']}={options_text!r} must be a JSON object "
+            'such as {"cost_ms": 2.0}'
         )
 
     threshold_text = values.get("failure_threshold", "0.0")
@@ -144,20 +150,20 @@ def load_config(
         threshold = -1.0
     if not 0.0 <= threshold <= 1.0:
         raise WorkerConfigError(
-            f"TTG_FAILURE_THRESHOLD={threshold_text!r} is not allowed; "
+            f"{label['failure_threshold']}={threshold_text!r} is not allowed; "
             "allowed: a fraction from 0 to 1, such as 0.05"
         )
 
     level = values.get("log_level", "INFO").strip().upper()
     if level not in LOG_LEVELS:
         raise WorkerConfigError(
-            f"LOG_LEVEL={values['log_level']!r} is not a log level; "
+            f"{label['log_level']}={values['log_level']!r} is not a log level; "
             f"allowed: {', '.join(LOG_LEVELS)}"
         )
     log_format = values.get("log_format", "text").strip().lower()
     if log_format not in LOG_FORMATS:
         raise WorkerConfigError(
-            f"LOG_FORMAT={values['log_format']!r} is not a log format; "
+            f"{label['log_format']}={values['log_format']!r} is not a log format; "
             f"allowed: {', '.join(LOG_FORMATS)}"
         )
 
@@ -165,12 +171,12 @@ def load_config(
     return WorkerConfig(
         worker_id=worker_id,
         workers=workers,
-        params=_int(ENV_OF["params"], values.get("params", "10000"), 0),
+        params=_int(label["params"], values.get("params", "10000"), 0),
         params_explicit="params" in values,
         space=values.get("space", "").strip(),
         task=task,
         task_options=options,
-        batch_size=_int(ENV_OF["batch_size"], values.get("batch_size", "500"), 1),
+        batch_size=_int(label["batch_size"], values.get("batch_size", "500"), 1),
         output_dir=values.get("output_dir", "./ttg-output"),
         run_id=values.get("run_id", "").strip(),
         version=values.get("version", __version__).strip(),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -123,6 +122,8 @@ def monte_carlo_pi(param: Any, samples: int = 10_000, seed: int = 0) -> float:
         index = _number(param, "n")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    import random
+
     rng = random.Random(seed * 1_000_003 + index)
     inside = 0
     for _ in range(samples):
