@@ -35,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ class DockerBackend:
         self.stop_grace = stop_grace
         self._last_lines = last_lines
         self._client: Any = None
-        self._containers: list[Any] = []
+        self._containers: list[Any | None] = []
         self._states: list[WorkerState] = []
         self._tails: list[deque[str]] = []
         self._queue: queue.Queue[tuple[int, str | None]] = queue.Queue()
@@ -105,7 +106,6 @@ class DockerBackend:
 
     def launch(self, spec: RunSpec, run_dir: Path) -> None:
         """Create and start one container per index; results go under ``run_dir / "results"``."""
-        from docker.errors import APIError
 
         from ttg_ops.images import image_tag
 
@@ -123,8 +123,9 @@ class DockerBackend:
 
         self._states = [WorkerState(index=i) for i in range(spec.workers)]
         self._tails = [deque(maxlen=self._last_lines) for _ in range(spec.workers)]
-        self._containers = []
+        self._containers = [None] * spec.workers
         container_labels = labels.docker_labels(spec.version, spec.run_id)
+        settings: list[dict[str, Any]] = []
         for index in range(spec.workers):
             name = f"ttg-{spec.run_id}-{index}"
             env = worker_env(spec, index)
@@ -133,57 +134,71 @@ class DockerBackend:
             env[ENV_NODE_NAME] = node
             if space is not None:
                 env[ENV_SPACE] = space
-            state = self._states[index]
-            state.name, state.node = name, node
-            try:
-                container = self._client.containers.create(
-                    image,
-                    name=name,
-                    hostname=name,
-                    environment=env,
-                    labels={**container_labels, INDEX_LABEL: str(index)},
-                    volumes=volumes,
-                    user=user,
-                    read_only=True,
-                    tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
-                    network_mode=self.network,
-                    mem_limit=self.memory,
-                    memswap_limit=self.memory,
-                    pids_limit=DEFAULT_PIDS,
-                    nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
-                    detach=True,
-                )
-            except APIError as exc:
-                self._abort()
-                raise PreflightError(
-                    f"cannot create container {name} from {image}: {exc.explanation or exc}",
-                    hint="remove leftovers of an earlier run with `inv cleanup`",
-                ) from exc
-            state.created_at = time.time()
-            self._containers.append(container)
-
-        for index, container in enumerate(self._containers):
-            try:
-                container.start()
-            except APIError as exc:
-                self._abort()
-                raise PreflightError(
-                    f"cannot start container {container.name}: {exc.explanation or exc}"
-                ) from exc
-            self._states[index].state = RUNNING
-            logger.debug(f"Started worker {index} as container {container.name}.")
-            thread = threading.Thread(
-                target=self._follow,
-                args=(index, container),
-                name=f"ttg-docker-{index}",
-                daemon=True,
+            self._states[index].name, self._states[index].node = name, node
+            settings.append(
+                {
+                    "name": name,
+                    "hostname": name,
+                    "environment": env,
+                    "labels": {**container_labels, INDEX_LABEL: str(index)},
+                    "volumes": volumes,
+                    "user": user,
+                    "read_only": True,
+                    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+                    "cap_drop": ["ALL"],
+                    "security_opt": ["no-new-privileges"],
+                    "network_mode": self.network,
+                    "mem_limit": self.memory,
+                    "memswap_limit": self.memory,
+                    "pids_limit": DEFAULT_PIDS,
+                    "nano_cpus": int(self.cpus * 1e9) if self.cpus else None,
+                    "detach": True,
+                }
             )
-            with self._lock:
-                self._open += 1
+
+        # Create and start the containers side by side: each takes a few hundred
+        # milliseconds of daemon work, which would otherwise add up per worker.
+        with ThreadPoolExecutor(max_workers=min(spec.workers, 8)) as pool:
+            futures = [
+                pool.submit(self._create_and_start, index, image, options)
+                for index, options in enumerate(settings)
+            ]
+            errors = [exc for future in futures if (exc := future.exception()) is not None]
+        if errors:
+            self._abort()
+            first = errors[0]
+            if isinstance(first, PreflightError):
+                raise first
+            raise PreflightError(f"cannot start the worker containers: {first}") from first
+
+    def _create_and_start(self, index: int, image: str, options: dict[str, Any]) -> None:
+        from docker.errors import APIError
+
+        name = options["name"]
+        try:
+            container = self._client.containers.create(image, **options)
+        except APIError as exc:
+            raise PreflightError(
+                f"cannot create container {name} from {image}: {exc.explanation or exc}",
+                hint="remove leftovers of an earlier run with `inv cleanup`",
+            ) from exc
+        self._states[index].created_at = time.time()
+        self._containers[index] = container
+        try:
+            container.start()
+        except APIError as exc:
+            raise PreflightError(
+                f"cannot start container {name}: {exc.explanation or exc}"
+            ) from exc
+        self._states[index].state = RUNNING
+        logger.debug(f"Started worker {index} as container {name}.")
+        thread = threading.Thread(
+            target=self._follow, args=(index, container), name=f"ttg-docker-{index}", daemon=True
+        )
+        with self._lock:
+            self._open += 1
             self._threads.append(thread)
-            thread.start()
+        thread.start()
 
     def lines(self, timeout: float | None = None) -> Iterator[tuple[int, str]]:
         """Yield ``(index, line)`` as containers print; end when every container has exited.
@@ -218,7 +233,7 @@ class DockerBackend:
         grace = self.stop_grace if grace is None else grace
         running = []
         for index, container in enumerate(self._containers):
-            if self._states[index].state != RUNNING:
+            if container is None or self._states[index].state != RUNNING:
                 continue
             logger.info(f"Stopping worker {index} (container {container.name}) with SIGTERM.")
             with contextlib.suppress(NotFound, APIError):
@@ -241,6 +256,7 @@ class DockerBackend:
             thread.join(timeout=30)
         if not self.keep:
             self._remove_all()
+        self._close()
 
     # -- Extras -----------------------------------------------------------------
 
@@ -248,11 +264,13 @@ class DockerBackend:
         """Send ``sig`` to worker ``index``'s container (failure drills and tests)."""
         from docker.errors import APIError
 
-        with contextlib.suppress(APIError):
-            self._containers[index].kill(signal=sig)
+        container = self._containers[index]
+        if container is not None:
+            with contextlib.suppress(APIError):
+                container.kill(signal=sig)
 
     def container_names(self) -> list[str]:
-        return [container.name for container in self._containers]
+        return [container.name for container in self._containers if container is not None]
 
     # -- Internals --------------------------------------------------------------
 
@@ -352,14 +370,19 @@ class DockerBackend:
         if self._removed:
             return
         for container in self._containers:
+            if container is None:
+                continue
             with contextlib.suppress(NotFound):
                 try:
                     container.remove(force=True, v=True)
                 except APIError as exc:
                     logger.warning(f"Could not remove container {container.name}: {exc}")
         self._removed = True
+
+    def _close(self) -> None:
         if self._client is not None:
             self._client.close()
+            self._client = None
 
     def _abort(self) -> None:
         """Remove what a failed launch created, whatever ``keep`` says."""
@@ -367,6 +390,9 @@ class DockerBackend:
             if state.state == PENDING:
                 state.state = MISSING
         self._remove_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._close()
 
 
 def _timestamp(value: str | None) -> float | None:
