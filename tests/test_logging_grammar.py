@@ -168,6 +168,12 @@ def test_a_truncated_json_summary_record_is_invalid() -> None:
     assert parsed is not None and parsed.kind == "invalid"
 
 
+def test_a_truncated_json_log_line_is_not_mistaken_for_a_summary() -> None:
+    line = _emit("json")[2][:100]
+    assert '"worker_id"' in line
+    assert parse_line(line) is None
+
+
 def test_a_summary_object_without_the_required_keys_is_invalid() -> None:
     parsed = parse_line('{"worker_id": 1, "hello": 2}')
     assert parsed is not None and parsed.kind == "invalid"

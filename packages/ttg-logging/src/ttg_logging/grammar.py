@@ -8,10 +8,13 @@ transports do to lines on the way: CRLF endings, ANSI colour, a
 --timestamps``, ``docker logs -t``), a ``b'...'`` bytes repr and a Python
 dict repr instead of JSON.
 
-A line that looks like a summary (it starts with ``{`` and mentions
-``worker_id`` or ``SUMMARY``) but cannot be read is returned as an Event of
-kind ``"invalid"`` with ``fields = {"line": ..., "error": ...}``, so callers
-can report it by worker instead of silently losing a summary.
+A line that looks like a summary (an object that starts with its
+``worker_id`` key, as the text format's summary does, or that mentions
+``SUMMARY``/``"summary"``, as the JSON format's does) but cannot be read is
+returned as an Event of kind ``"invalid"`` with ``fields = {"line": ...,
+"error": ...}``, so callers can report it by worker instead of silently
+losing a summary. Other unreadable lines (a truncated JSON log line) give
+``None``.
 
 This module uses only the standard library; importing it does not configure
 logging.
@@ -160,7 +163,10 @@ def _load_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _looks_like_summary(text: str) -> bool:
-    return text.startswith("{") and ("worker_id" in text or "SUMMARY" in text)
+    """A bare summary starts with its worker_id; a JSON-format one names SUMMARY or summary."""
+    return text.startswith(('{"worker_id"', "{'worker_id'")) or any(
+        marker in text for marker in ("SUMMARY", '"summary"', "'summary'")
+    )
 
 
 def _from_record(obj: dict[str, Any], line: str) -> Event | None:  # noqa: PLR0911
