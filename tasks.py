@@ -244,7 +244,11 @@ def _finish(report: dict[str, Any]) -> None:
     from ttg_ops.errors import RunFailed
 
     if report["status"] == "interrupted":
-        raise Exit(f"Run {report['run_id']} was interrupted; the report is written.", code=130)
+        raise Exit(
+            f"Run {report['run_id']} was interrupted; the report is written. Finish it with "
+            f"`inv rerun --failed --run-id {report['run_id']}`.",
+            code=130,
+        )
     if report["status"] != "succeeded":
         agg = report["aggregate"]
         raise RunFailed(

@@ -273,3 +273,39 @@ def test_inv_rerun_requires_failed_and_reports_a_complete_run(tmp_path: Path) ->
     done = _inv("rerun", "--failed", "--runs-dir", runs)
     assert done.returncode == 0, done.stderr
     assert "nothing to rerun" in done.stdout
+
+
+def test_json_log_format_is_followed_and_reported(tmp_path: Path) -> None:
+    spec = RunSpec(workers=2, params=400, batch_size=100, log_format="json", run_id="json")
+    console = _console()
+    report = run(spec, ProcessBackend(), tmp_path / "json", console=console)
+    assert report["status"] == "succeeded"
+    for worker in report["workers"]:
+        assert worker["summary"]["status"] == "completed"
+        assert [b["processed"] for b in worker["batches"]] == [100, 200]
+        assert all(b["end"] is not None for b in worker["batches"])
+        assert worker["parse_errors"] == []
+    assert "overall 400/400 (100.0%)" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_failed_parameters_fail_the_worker_and_the_run(tmp_path: Path) -> None:
+    spec = RunSpec(workers=2, params=40, task="flaky", run_id="flaky")
+    report = run(spec, ProcessBackend(), tmp_path / "flaky", console=_console())
+    assert report["status"] == "failed"
+    assert report["aggregate"]["failed_indexes"] == [0, 1]
+    assert report["aggregate"]["failed_params"] == 4  # 0, 10, 20 and 30
+    assert report["results"]["complete"] and report["results"]["error_ranges"] == (
+        "0:1,10:11,20:21,30:31"
+    )
+
+
+@pytest.mark.slow
+def test_inv_run_exits_1_and_names_the_rerun_when_workers_fail(tmp_path: Path) -> None:
+    done = _inv(
+        "run", "--workers", "2", "--params", "20", "--task", "flaky",
+        "--run-id", "bad", "--runs-dir", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "run bad failed: failed workers [0, 1]" in done.stderr
+    assert "inv rerun --failed --run-id bad" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -558,6 +558,28 @@ def results_table(report: Mapping[str, Any]) -> Any:
     return table
 
 
+def _print_problem(worker: Mapping[str, Any], console: Any) -> None:
+    """One worker that did not succeed: a line for an interruption, else its last lines."""
+    from rich.markup import escape
+
+    if worker["state"] not in (FAILED, MISSING):
+        return
+    summary = worker.get("summary") or {}
+    who = f"[bold]worker {worker['index']}[/bold] ({escape(worker.get('name') or '-')})"
+    if summary.get("status") == "interrupted":
+        done = summary.get("processed_count", 0)
+        size = (_int(summary.get("range_end")) or 0) - (_int(summary.get("range_start")) or 0)
+        console.print(f"{who} was interrupted after {done:,} of {size:,} parameters.")
+        return
+    console.print(
+        f"{who} is {worker['state']}, exit code {worker.get('exit_code')} "
+        f"{escape(worker.get('message') or '')}; last lines:".replace(" ;", ";")
+    )
+    tail = [line for line in worker.get("last_lines", []) if not line.startswith("{")][-5:]
+    for line in tail:
+        console.print(f"  {escape(line[:300])}", highlight=False)
+
+
 def print_report(report: Mapping[str, Any], console: Any = None) -> None:
     """Print the metrics, worker and results tables, then problems worth reading."""
     from rich.console import Console
@@ -570,14 +592,7 @@ def print_report(report: Mapping[str, Any], console: Any = None) -> None:
     if results is not None:
         console.print(results)
     for worker in report["workers"]:
-        if worker["state"] in (FAILED, MISSING):
-            tail = worker.get("last_lines", [])[-5:]
-            console.print(
-                f"[bold]worker {worker['index']}[/bold] ({escape(worker.get('name') or '-')}) "
-                f"is {worker['state']}, exit code {worker.get('exit_code')}; last lines:"
-            )
-            for line in tail:
-                console.print(f"  {escape(line)}", highlight=False)
+        _print_problem(worker, console)
         for error in worker.get("parse_errors", [])[:5]:
             console.print(
                 f"worker {worker['index']} line {error['line_no']} could not be parsed "
