@@ -237,3 +237,15 @@ def test_resolve_latest_without_runs_names_the_next_step(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="no latest run") as caught:
         resolve_run_dir(tmp_path)
     assert "inv run" in str(caught.value)
+
+
+def test_a_whole_log_as_one_bytes_repr_is_split_into_lines() -> None:
+    summary = _summary(0, 0, 100, 1.0)
+    log = "\n".join([_progress(0, 50, 100), _progress(0, 100, 100), json.dumps(summary)]) + "\n"
+    altered = repr(log.encode("utf-8"))  # one b'...' string with escaped newlines
+    spec = RunSpec(workers=1, params=100, run_id="whole")
+    report = build_report(spec, "kubernetes", [_state(0, 1.0, 2.0)], {0: altered})
+    worker = report["workers"][0]
+    assert worker["state"] == "succeeded" and worker["summary"] == summary
+    assert [b["processed"] for b in worker["batches"]] == [50, 100]
+    assert worker["parse_errors"] == []

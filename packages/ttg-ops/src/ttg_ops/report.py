@@ -251,11 +251,18 @@ def aggregate(spec: RunSpec, workers: Sequence[Mapping[str, Any]]) -> dict[str, 
     }
 
 
+def _lines(log: str | bytes | Sequence[str | bytes]) -> list[str | bytes]:
+    """A worker's lines from a list of lines or one whole log (maybe a ``b'...'`` repr)."""
+    if isinstance(log, str | bytes):
+        return list(grammar.split_lines(log))
+    return list(log)
+
+
 def build_report(
     spec: RunSpec,
     backend_name: str,
     states: Sequence[WorkerState],
-    lines_by_index: Mapping[int, Sequence[str | bytes]],
+    lines_by_index: Mapping[int, str | bytes | Sequence[str | bytes]],
     *,
     created_at: float | None = None,
     finished_at: float | None = None,
@@ -266,15 +273,16 @@ def build_report(
     ``states`` come from the backend (one per index; indexes it does not
     know are reported as ``missing``); ``lines_by_index`` are each worker's
     stdout lines in order (str or bytes, as read from a process, container
-    or pod log; transport alterations such as a ``b'...'`` repr or a dict
-    repr are undone by the grammar). ``created_at``/``finished_at`` default
-    to the earliest creation and the latest finish of the workers.
+    or pod log), or its whole log as one str or bytes; transport alterations
+    such as a ``b'...'`` repr or a dict repr are undone by the grammar.
+    ``created_at``/``finished_at`` default to the earliest creation and the
+    latest finish of the workers.
     ``interrupted`` marks a run stopped by the user. ``results`` is ``None``
     until :func:`attach_results` adds the merge accounting.
     """
     known = {state.index: state for state in states}
     ordered = [known.get(i, WorkerState(index=i, state=MISSING)) for i in range(spec.workers)]
-    workers = [_worker_entry(spec, s, list(lines_by_index.get(s.index, ()))) for s in ordered]
+    workers = [_worker_entry(spec, s, _lines(lines_by_index.get(s.index, ()))) for s in ordered]
 
     created = [s.created_at for s in ordered if s.created_at is not None]
     finished = [s.finished_at for s in ordered if s.finished_at is not None]
