@@ -161,3 +161,16 @@ def test_a_rebuild_without_changes_reuses_every_layer(
         assert again.seconds < 30
     finally:
         docker_client.images.remove("ttg-worker:test-rebuild")
+
+
+@pytest.mark.docker
+def test_a_failed_push_is_reported_and_leaves_no_registry_tag(
+    worker_image: Any, docker_client: Any
+) -> None:
+    with pytest.raises(images.ImageBuildError, match=r"pushing localhost:5999/ttg-worker:v1\.1\.0"):
+        images.push_image(worker_image.tags[0], "localhost:5999", "1.1.0")
+
+    from docker.errors import ImageNotFound
+
+    with pytest.raises(ImageNotFound):
+        docker_client.images.get("localhost:5999/ttg-worker:v1.1.0")

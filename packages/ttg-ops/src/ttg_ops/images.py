@@ -17,6 +17,7 @@ final image only, so a rebuild with no change reuses every cached layer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -805,11 +806,19 @@ def _push_with(client: Any, image: str, repository: str, tag: str, say: Echo) ->
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("errorDetail") or {}
                 message = detail.get("message") or chunk.get("error")
-                raise ImageBuildError(f"pushing {target} failed: {message}")
+                raise ImageBuildError(
+                    f"pushing {target} failed: {message}",
+                    hint="check that the registry runs and that `docker login` was done for it",
+                )
             status = chunk.get("status")
             if status and chunk.get("id") is None:
                 say(str(status))
-    except DockerException as exc:
+    except (DockerException, ImageBuildError) as exc:
+        # The registry tag is only useful once pushed; do not leave it behind.
+        with contextlib.suppress(DockerException):
+            client.images.remove(target, noprune=True)
+        if isinstance(exc, ImageBuildError):
+            raise
         raise ImageBuildError(f"pushing {target} failed: {str(exc)[:300]}") from exc
     return target
 
