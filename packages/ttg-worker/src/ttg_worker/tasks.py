@@ -30,8 +30,10 @@ def _number(param: Any, key: str) -> int:
     return param
 
 
-# How much longer than asked time.sleep() has been taking here (moving average, seconds).
-_PACING = {"overshoot": 0.0}
+# Pacing state of simulate(): the moving average of how much longer than asked
+# time.sleep() takes here, and the time earlier calls ran over their cost.
+_PACING = {"overshoot": 0.0, "debt": 0.0}
+_MAX_DEBT = 0.05
 
 
 def simulate(param: Any, cost_ms: float = 2.0) -> int:
@@ -41,18 +43,24 @@ def simulate(param: Any, cost_ms: float = 2.0) -> int:
     of ~499 parameters per second per worker holds however many workers share
     the CPU: ``time.sleep`` for the cost minus the oversleep measured on
     earlier calls, then a short spin on ``perf_counter`` up to the deadline.
+    A call that still ran over (the process waited for a CPU) makes the next
+    calls shorter by as much, up to 50 ms in all, so the average cost is
+    exact; time spent outside ``simulate`` is never made up for.
     The value is a deterministic 32-bit hash of an int parameter, 0 for dicts.
     """
     cost = cost_ms / 1000.0
-    now = time.perf_counter()
-    deadline = now + cost
-    request = cost - _PACING["overshoot"] - 0.0001
+    start = time.perf_counter()
+    target = max(cost - _PACING["debt"], 0.0)
+    deadline = start + target
+    request = target - _PACING["overshoot"]
     if request > 0:
         time.sleep(request)
-        over = min(max(time.perf_counter() - now - request, 0.0), cost)
+        over = min(max(time.perf_counter() - start - request, 0.0), cost)
         _PACING["overshoot"] += 0.1 * (over - _PACING["overshoot"])
     while time.perf_counter() < deadline:
         pass
+    spent = time.perf_counter() - start
+    _PACING["debt"] = min(max(_PACING["debt"] + spent - cost, 0.0), _MAX_DEBT)
     if isinstance(param, int):
         return (param * 2654435761) % 2**32
     return 0
