@@ -164,8 +164,13 @@ def test_rerun_replaces_errored_results(tmp_path: Path) -> None:
 
 
 def test_interrupt_stops_workers_and_still_writes_the_report(tmp_path: Path) -> None:
+    progressed: set[int] = set()
+
     def interrupt(backend: Backend, index: int, line: str) -> None:
+        # Once both workers are computing (their signal handlers are in place), press Ctrl-C.
         if "PROGRESS" in line:
+            progressed.add(index)
+        if progressed == {0, 1}:
             raise KeyboardInterrupt
 
     spec = RunSpec(

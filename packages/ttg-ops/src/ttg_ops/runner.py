@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,35 +80,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _consume(
-    backend: Backend,
-    tracker: Tracker,
-    view: Any,
-    lines_by_index: dict[int, list[str]],
-    *,
-    show_logs: bool,
-    on_line: LineHook | None,
-) -> None:
-    """Read every line until the backend has no more; feed the tracker and the view."""
-    next_poll = 0.0
-    for index, line in backend.lines():
-        lines_by_index.setdefault(index, []).append(line)
-        event = parse_line(line)
-        if event is not None:
-            tracker.update(index, event)
-        else:
-            tracker.seen(index)
-        if show_logs:
-            view.log(index, line)
-        if on_line is not None:
-            on_line(backend, index, line)
-        now = time.monotonic()
-        if now >= next_poll:
-            _sync_states(backend, tracker)
-            next_poll = now + STATE_POLL_SECONDS
-        view.refresh()
-    _sync_states(backend, tracker)
-    view.refresh()
+@dataclass
+class _Follower:
+    """What the runner keeps while it reads a backend's lines."""
+
+    backend: Backend
+    tracker: Tracker
+    view: Any
+    show_logs: bool
+    lines: dict[int, list[str]]
+
+    def consume(self, on_line: LineHook | None) -> None:
+        """Read every line until the backend has no more; feed the tracker and the view."""
+        next_poll = 0.0
+        for index, line in self.backend.lines():
+            self.lines.setdefault(index, []).append(line)
+            event = parse_line(line)
+            if event is not None:
+                self.tracker.update(index, event)
+            else:
+                self.tracker.seen(index)
+            if self.show_logs:
+                self.view.log(index, line)
+            if on_line is not None:
+                on_line(self.backend, index, line)
+            now = time.monotonic()
+            if now >= next_poll:
+                _sync_states(self.backend, self.tracker)
+                next_poll = now + STATE_POLL_SECONDS
+            self.view.refresh()
+        _sync_states(self.backend, self.tracker)
+        self.view.refresh()
 
 
 def _sync_states(backend: Backend, tracker: Tracker) -> None:
@@ -140,7 +143,6 @@ def run(
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    mark_latest(run_dir)
 
     tracker = Tracker(spec.workers, shard_totals(spec))
     lines_by_index: dict[int, list[str]] = {i: [] for i in range(spec.workers)}
@@ -153,25 +155,17 @@ def run(
     )
     with _sigterm_as_interrupt():
         try:
-            backend.launch(spec, run_dir)
             with make_view(tracker, console, refresh_per_second, plain_interval) as view:
+                follower = _Follower(backend, tracker, view, show_logs, lines_by_index)
                 try:
-                    _consume(
-                        backend, tracker, view, lines_by_index, show_logs=show_logs, on_line=on_line
-                    )
+                    backend.launch(spec, run_dir)
+                    follower.consume(on_line)
                 except KeyboardInterrupt:
                     interrupted = True
                     console.print("Interrupted: stopping the workers, then writing the report.")
                     try:
                         backend.stop()
-                        _consume(
-                            backend,
-                            tracker,
-                            view,
-                            lines_by_index,
-                            show_logs=show_logs,
-                            on_line=None,
-                        )
+                        follower.consume(None)
                     except KeyboardInterrupt:
                         console.print("Interrupted again: killing the workers.")
                         _stop_now(backend)
@@ -191,6 +185,7 @@ def run(
         interrupted=interrupted,
     )
     write_report(report, run_dir)
+    mark_latest(run_dir)
     merge = merge_results(run_dir)
     attach_results(report, merge)
     write_report(report, run_dir)
