@@ -6,7 +6,14 @@ Entry points call :func:`configure` once; everything else logs through
 what a worker prints is :mod:`ttg_logging.grammar`.
 """
 
-from ttg_logging._setup import FORMATS, LEVELS, LoggingConfigError, configure
+from ttg_logging._setup import (
+    FORMATS,
+    LEVELS,
+    LoggingConfigError,
+    configure,
+    resolve_format,
+    resolve_level,
+)
 from ttg_logging.events import (
     EVENT_EMOJI,
     LIFECYCLE_EVENTS,
@@ -28,5 +35,7 @@ __all__ = [
     "event",
     "metric",
     "progress",
+    "resolve_format",
+    "resolve_level",
     "summary",
 ]

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from loguru import logger
@@ -70,9 +70,9 @@ def _module_name(record: Any) -> str:
     return str(module).replace("]", ")").replace("\n", " ")[:MODULE_WIDTH]
 
 
-def _timestamps(record: Any) -> tuple[str, str]:
-    """The record time in UTC: the text form (ms) and the ISO 8601 form with ``Z``."""
-    moment = record["time"].astimezone(UTC)
+def utc_stamps(moment: datetime) -> tuple[str, str]:
+    """``moment`` in UTC: the text form (``2026-01-27 05:16:19.993``) and ISO 8601 with ``Z``."""
+    moment = moment.astimezone(UTC)
     millis = f"{moment.microsecond // 1000:03d}"
     base = moment.strftime("%Y-%m-%d %H:%M:%S")
     return f"{base}.{millis}", f"{base.replace(' ', 'T')}.{millis}Z"
@@ -95,7 +95,7 @@ def render_metric_text(name: str, value: float | int, unit: str) -> str:
 
 def _text_format(record: Any) -> str:
     extra = record["extra"]
-    stamp, _ = _timestamps(record)
+    stamp, _ = utc_stamps(record["time"])
     message = record["message"]
     if EXTRA_EVENT in extra:
         # An event stays on one line, whatever its message holds, so the grammar sees it whole.
@@ -113,7 +113,7 @@ def _text_format(record: Any) -> str:
 def json_record(record: Any) -> dict[str, Any]:
     """The flat JSON object for one loguru record (see docs/LOGGING.md for the keys)."""
     extra = record["extra"]
-    _, iso = _timestamps(record)
+    _, iso = utc_stamps(record["time"])
     out: dict[str, Any] = {
         "timestamp": iso,
         "level": record["level"].name,
@@ -166,24 +166,27 @@ class InterceptHandler(logging.Handler):
         )
 
 
-def resolve_level(level: str | None) -> str:
-    """The level to use: the argument, else ``LOG_LEVEL``, else INFO; validated."""
+def resolve_level(level: str | None, setting: str = ENV_LEVEL) -> str:
+    """The level to use: the argument, else ``LOG_LEVEL``, else INFO; validated.
+
+    ``setting`` is how an error message names the value (a flag, say).
+    """
     raw = level if level is not None else os.environ.get(ENV_LEVEL) or "INFO"
     value = raw.strip().upper()
     if value not in LEVELS:
         raise LoggingConfigError(
-            f"{ENV_LEVEL}={raw!r} is not a log level; allowed: {', '.join(LEVELS)}"
+            f"{setting}={raw!r} is not a log level; allowed: {', '.join(LEVELS)}"
         )
     return value
 
 
-def resolve_format(fmt: str | None) -> str:
+def resolve_format(fmt: str | None, setting: str = ENV_FORMAT) -> str:
     """The format to use: the argument, else ``LOG_FORMAT``, else text; validated."""
     raw = fmt if fmt is not None else os.environ.get(ENV_FORMAT) or "text"
     value = raw.strip().lower()
     if value not in FORMATS:
         raise LoggingConfigError(
-            f"{ENV_FORMAT}={raw!r} is not a log format; allowed: {', '.join(FORMATS)}"
+            f"{setting}={raw!r} is not a log format; allowed: {', '.join(FORMATS)}"
         )
     return value
 

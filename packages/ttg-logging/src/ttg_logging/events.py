@@ -20,6 +20,7 @@ from ttg_logging._setup import (
     EXTRA_METRIC,
     MODULE_WIDTH,
     STATE,
+    utc_stamps,
 )
 
 EVENT_EMOJI: dict[str, str] = {
@@ -123,10 +124,8 @@ def summary(data: dict[str, Any], message: str | None = None, *, module: str | N
     on it. Nothing may be logged after this call.
     """
     if STATE.fmt == "json":
-        moment = datetime.now(UTC)
         record = {
-            "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.")
-            + f"{moment.microsecond // 1000:03d}Z",
+            "timestamp": utc_stamps(datetime.now(UTC))[1],
             "level": "INFO",
             "worker_id": STATE.worker_id,
             "module": (module or "main")[:MODULE_WIDTH],

@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ttg_logging import LoggingConfigError, resolve_format, resolve_level
+
 from ttg_worker import __version__
 from ttg_worker.errors import WorkerConfigError
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LOG_FORMATS = ("text", "json")
 
 # (attribute, environment variable, flag, metavar, help)
 SETTINGS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -154,18 +153,11 @@ def load_config(
             "allowed: a fraction from 0 to 1, such as 0.05"
         )
 
-    level = values.get("log_level", "INFO").strip().upper()
-    if level not in LOG_LEVELS:
-        raise WorkerConfigError(
-            f"{label['log_level']}={values['log_level']!r} is not a log level; "
-            f"allowed: {', '.join(LOG_LEVELS)}"
-        )
-    log_format = values.get("log_format", "text").strip().lower()
-    if log_format not in LOG_FORMATS:
-        raise WorkerConfigError(
-            f"{label['log_format']}={values['log_format']!r} is not a log format; "
-            f"allowed: {', '.join(LOG_FORMATS)}"
-        )
+    try:
+        level = resolve_level(values.get("log_level", "INFO"), label["log_level"])
+        log_format = resolve_format(values.get("log_format", "text"), label["log_format"])
+    except LoggingConfigError as exc:
+        raise WorkerConfigError(str(exc)) from None
 
     task = values.get("task", "simulate").strip()
     return WorkerConfig(
