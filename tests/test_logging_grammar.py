@@ -8,9 +8,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loguru import logger
 from ttg_logging import configure, event, metric, progress, summary
 from ttg_logging.grammar import (
+    KINDS,
     Event,
     clean_line,
     find_summary,
@@ -212,3 +215,22 @@ def test_split_lines_unpacks_a_whole_log_sent_as_one_bytes_repr() -> None:
 def test_clean_line_strips_transport_artefacts() -> None:
     assert clean_line("\x1b[31m[x]\x1b[0m\r\n") == "[x]"
     assert clean_line("2026-01-27T05:16:19Z hello") == "hello"
+
+
+@settings(deadline=None)  # the shared CI machine can stall any single example
+@given(st.text() | st.binary())
+def test_parse_line_never_raises(line: str | bytes) -> None:
+    event = parse_line(line)
+    assert event is None or event.kind in KINDS
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_truncation_of_a_summary_is_reported_as_invalid(fmt: str) -> None:
+    line = _emit(fmt)[-1]
+    assert parse_line(line) is not None
+    for cut in range(1, len(line)):
+        event = parse_line(line[:cut])
+        if line[:cut].startswith('{"worker_id"') or "SUMMARY" in line[:cut]:
+            assert event is not None and event.kind == "invalid", line[:cut]
+        else:
+            assert event is None or event.kind == "invalid", line[:cut]
