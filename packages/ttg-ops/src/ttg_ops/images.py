@@ -599,6 +599,7 @@ def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[
     """Follow a decoded build stream; return the image id, or raise with the log tail."""
     log: list[str] = []
     image_id = ""
+    failure: str | None = None
     for chunk in chunks:
         if "stream" in chunk:
             for line in str(chunk["stream"]).splitlines():
@@ -610,14 +611,17 @@ def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[
         if isinstance(aux, dict) and aux.get("ID"):
             image_id = str(aux["ID"])
         if "error" in chunk or "errorDetail" in chunk:
+            # Keep reading: the daemon ends the stream after the error, and a stream
+            # left half-read keeps its connection open.
             detail = chunk.get("errorDetail") or {}
-            message = str(detail.get("message") or chunk.get("error") or "unknown error")
-            step = next((line for line in reversed(log) if line.startswith("Step ")), "")
-            tail = "\n".join(log[-25:])
-            where = f" at {step}" if step else ""
-            raise ImageBuildError(
-                f"the image build failed{where}: {message.strip()}\n--- build log tail ---\n{tail}"
-            )
+            failure = str(detail.get("message") or chunk.get("error") or "unknown error")
+    if failure is not None:
+        step = next((line for line in reversed(log) if line.startswith("Step ")), "")
+        tail = "\n".join(log[-25:])
+        where = f" at {step}" if step else ""
+        raise ImageBuildError(
+            f"the image build failed{where}: {failure.strip()}\n--- build log tail ---\n{tail}"
+        )
     if not image_id:
         built = [line for line in log if line.startswith("Successfully built ")]
         if built:
@@ -802,17 +806,20 @@ def _push_with(client: Any, image: str, repository: str, tag: str, say: Echo) ->
     from docker.errors import DockerException
 
     try:
+        failure = None
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("errorDetail") or {}
-                message = detail.get("message") or chunk.get("error")
-                raise ImageBuildError(
-                    f"pushing {target} failed: {message}",
-                    hint="check that the registry runs and that `docker login` was done for it",
-                )
+                failure = detail.get("message") or chunk.get("error")
+                continue  # read to the end of the stream so its connection is released
             status = chunk.get("status")
             if status and chunk.get("id") is None:
                 say(str(status))
+        if failure is not None:
+            raise ImageBuildError(
+                f"pushing {target} failed: {failure}",
+                hint="check that the registry runs and that `docker login` was done for it",
+            )
     except (DockerException, ImageBuildError) as exc:
         # The registry tag is only useful once pushed; do not leave it behind.
         with contextlib.suppress(DockerException):
