@@ -7,17 +7,17 @@ what a worker prints is :mod:`ttg_logging.grammar`.
 """
 
 from ttg_logging._setup import (
+    EVENT_EMOJI,
     FORMATS,
     LEVELS,
+    METRIC_EMOJI,
     LoggingConfigError,
     configure,
     resolve_format,
     resolve_level,
 )
 from ttg_logging.events import (
-    EVENT_EMOJI,
     LIFECYCLE_EVENTS,
-    METRIC_EMOJI,
     event,
     metric,
     progress,

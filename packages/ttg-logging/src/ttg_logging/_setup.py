@@ -32,6 +32,17 @@ EXTRA_FIELDS = "ttg_fields"
 EXTRA_METRIC = "ttg_metric"
 _EXTRA_LINE = "_ttg_line"
 
+EVENT_EMOJI: dict[str, str] = {
+    "STARTING": "🚀",
+    "INITIALIZED": "✅",
+    "RUNNING": "▶️",
+    "PROGRESS": "📊",
+    "COMPLETED": "🎉",
+    "FAILED": "❌",
+    "INTERRUPTED": "⚠️",
+}
+METRIC_EMOJI = "📈"
+
 # The keys every JSON line starts with; event and metric fields may not reuse them.
 BASE_KEYS = ("timestamp", "level", "worker_id", "module", "message")
 
@@ -80,17 +91,8 @@ def utc_stamps(moment: datetime) -> tuple[str, str]:
 
 def render_event_text(name: str, message: str) -> str:
     """``🚀 STARTING: message``: how an event reads in the text format."""
-    from ttg_logging.events import EVENT_EMOJI
-
     emoji = EVENT_EMOJI.get(name, "•")
     return f"{emoji} {name}: {message}" if message else f"{emoji} {name}"
-
-
-def render_metric_text(name: str, value: float | int, unit: str) -> str:
-    """``📈 METRIC: processed_count=3333 params``: the seed's metric line."""
-    from ttg_logging.events import METRIC_EMOJI, format_metric_value
-
-    return f"{METRIC_EMOJI} METRIC: {name}={format_metric_value(value)} {unit}".rstrip()
 
 
 def _text_format(record: Any) -> str:
@@ -101,8 +103,7 @@ def _text_format(record: Any) -> str:
         # An event stays on one line, whatever its message holds, so the grammar sees it whole.
         message = render_event_text(extra[EXTRA_EVENT], " ".join(message.splitlines()))
     elif EXTRA_METRIC in extra:
-        name, value, unit = extra[EXTRA_METRIC]
-        message = render_metric_text(name, value, unit)
+        message = f"{METRIC_EMOJI} METRIC: {message}"
     level = record["level"].name
     worker = _worker_label(STATE.worker_id)
     module = _module_name(record)

@@ -15,6 +15,7 @@ from loguru import logger
 
 from ttg_logging._setup import (
     BASE_KEYS,
+    EVENT_EMOJI,
     EXTRA_EVENT,
     EXTRA_FIELDS,
     EXTRA_METRIC,
@@ -23,17 +24,7 @@ from ttg_logging._setup import (
     utc_stamps,
 )
 
-EVENT_EMOJI: dict[str, str] = {
-    "STARTING": "🚀",
-    "INITIALIZED": "✅",
-    "RUNNING": "▶️",
-    "PROGRESS": "📊",
-    "COMPLETED": "🎉",
-    "FAILED": "❌",
-    "INTERRUPTED": "⚠️",
-}
 LIFECYCLE_EVENTS = tuple(EVENT_EMOJI)
-METRIC_EMOJI = "📈"
 SUMMARY_EVENT = "SUMMARY"
 
 # The level each event is logged at unless the caller says otherwise.
