@@ -260,19 +260,19 @@ def _finish(report: dict[str, Any]) -> None:
 
 @task(
     help={
-        "workers": "number of workers (default 3)",
-        "params": "size of the integer range space (default 10000)",
+        "workers": "number of workers, a whole number (default 3)",
+        "params": "size of the integer range space, a whole number (default 10000)",
         "task": "built-in task (simulate, noop, collatz, is_prime, monte_carlo_pi, flaky) "
         "or module:function",
         "backend": "where workers run: process (default) or docker",
-        "batch_size": "parameters per batch (default 500)",
+        "batch_size": "parameters per batch, a whole number (default 500)",
         "space": "parameter space file: grid .yaml/.yml/.json, .jsonl or .csv",
         "task_options": "JSON object of task options, such as '{\"cost_ms\": 2}'",
         "log_format": "worker log format: text (default) or json",
         "log_level": "worker log level: DEBUG, INFO (default), WARNING or ERROR",
         "logs": "print every worker line, prefixed [worker-i], above the progress display",
         "run_id": "run id (default: UTC time plus a random suffix)",
-        "failure_threshold": "fraction of failed parameters a worker tolerates (default 0)",
+        "failure_threshold": "fraction of failed parameters a worker tolerates, 0 to 1 (default 0)",
         "version": "TTG version shown by workers; Docker runs ttg-worker:v<version>",
         "image": "worker image for --backend docker (default ttg-worker:v<version>)",
         "runs_dir": _RUNS_HELP,
@@ -280,18 +280,18 @@ def _finish(report: dict[str, Any]) -> None:
 )
 def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
     c: Context,
-    workers: int = 3,
-    params: int = 10_000,
+    workers: str = "3",
+    params: str = "10000",
     task: str = "simulate",
     backend: str = "process",
-    batch_size: int = 500,
+    batch_size: str = "500",
     space: str = "",
     task_options: str = "",
     log_format: str = "text",
     log_level: str = "INFO",
     logs: bool = False,
     run_id: str = "",
-    failure_threshold: float = 0.0,
+    failure_threshold: str = "0",
     version: str = "",
     image: str = "",
     runs_dir: str = "",
@@ -306,16 +306,16 @@ def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
 
     with _user_errors():
         spec = RunSpec(
-            workers=workers,
-            params=params,
+            workers=runner.parse_whole("workers", workers),
+            params=runner.parse_whole("params", params),
             task=task,
             task_options=runner.parse_task_options(task_options),
             space=space,
-            batch_size=batch_size,
+            batch_size=runner.parse_whole("batch-size", batch_size),
             version=version or DEFAULT_VERSION,
             log_level=log_level,
             log_format=log_format,
-            failure_threshold=failure_threshold,
+            failure_threshold=runner.parse_fraction("failure-threshold", failure_threshold),
             run_id=run_id or new_run_id(),
         )
         runner.check_spec(spec, backend)
@@ -380,7 +380,7 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
     failed: bool = False,
     run_id: str = "latest",
     whole_shards: bool = False,
-    workers: int = 0,
+    workers: str = "",
     logs: bool = False,
     runs_dir: str = "",
 ) -> None:
@@ -391,7 +391,7 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
     from ttg_ops.backends.process import ProcessBackend
     from ttg_ops.errors import ConfigError
     from ttg_ops.report import load_report, print_report, print_results, resolve_run_dir
-    from ttg_ops.runner import rerun_failed
+    from ttg_ops.runner import parse_whole, rerun_failed
 
     with _user_errors():
         if not failed:
@@ -402,7 +402,7 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
             run_dir,
             ProcessBackend(),
             whole_shards=whole_shards,
-            workers=workers or None,
+            workers=parse_whole("workers", workers) if workers else None,
             show_logs=logs,
         )
         if follow_up is not None:

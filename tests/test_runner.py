@@ -255,8 +255,22 @@ def test_inv_run_report_results_end_to_end(tmp_path: Path) -> None:
         (("--log-format", "xml"), "log format 'xml' is not one of text, json"),
         (("--workers", "0"), "workers must be at least 1"),
         (("--run-id", "Bad_Id"), "run id 'Bad_Id' must be lowercase"),
+        (("--params", "lots"), "--params must be a whole number such as 3, got 'lots'"),
+        (("--failure-threshold", "x"), "--failure-threshold must be a number from 0 to 1"),
+        (("--failure-threshold", "2"), "failure threshold must be a fraction from 0 to 1"),
+        (("--task", "nope"), "nope"),
     ],
-    ids=["backend", "task-options", "log-format", "workers", "run-id"],
+    ids=[
+        "backend",
+        "task-options",
+        "log-format",
+        "workers",
+        "run-id",
+        "params-text",
+        "threshold-text",
+        "threshold-range",
+        "task",
+    ],
 )
 def test_inv_run_rejects_bad_flags_without_a_traceback(
     tmp_path: Path, args: tuple[str, ...], message: str

@@ -322,3 +322,21 @@ def parse_task_options(text: str) -> dict[str, Any]:
             f"got a {type(value).__name__}"
         )
     return value
+
+
+def parse_whole(flag: str, text: str | int) -> int:
+    """A whole-number flag given as text (``--workers 3``); :class:`ConfigError` otherwise."""
+    try:
+        return int(str(text).strip().replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"--{flag} must be a whole number such as 3, got {text!r}") from None
+
+
+def parse_fraction(flag: str, text: str | float) -> float:
+    """A fraction flag given as text (``--failure-threshold 0.05``), else :class:`ConfigError`."""
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise ConfigError(
+            f"--{flag} must be a number from 0 to 1 such as 0.05, got {text!r}"
+        ) from None
