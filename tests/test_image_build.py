@@ -181,3 +181,18 @@ def test_a_failed_push_is_reported_and_leaves_no_registry_tag(
 
     with pytest.raises(ImageNotFound):
         docker_client.images.get("localhost:5999/ttg-worker:v1.1.0")
+
+
+@pytest.mark.docker
+def test_making_the_base_again_is_skipped_when_it_exists(docker_client: Any) -> None:
+    try:
+        existing = docker_client.images.get(images.OFFLINE_BASE)
+    except ImageNotFound:
+        pytest.skip(f"{images.OFFLINE_BASE} does not exist here; `inv images.base` makes it")
+    said: list[str] = []
+
+    result = images.build_base(echo=said.append)
+
+    assert result.created is False
+    assert result.image_id == existing.id
+    assert any("--force" in line for line in said)
