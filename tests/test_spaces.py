@@ -114,3 +114,9 @@ def test_bad_space_files_name_the_setting_and_the_problem(
 def test_a_missing_space_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(WorkerConfigError, match=r"cannot read the file.*FileNotFoundError"):
         load_space(str(tmp_path / "absent.yaml"), 10)
+
+
+def test_a_byte_order_mark_does_not_rename_the_first_csv_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffn,name\n7,seven\n".encode())
+    assert load_space(str(path), 0)[0] == {"n": 7, "name": "seven"}

@@ -116,7 +116,7 @@ def _bad(path: str, problem: str) -> WorkerConfigError:
 
 def _read(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad(path, f"cannot read the file ({type(exc).__name__}: {exc})") from None
 
