@@ -10,9 +10,10 @@ The Dockerfile's default base is the official slim Python image. Where no
 registry is reachable, :func:`build_base` makes an equivalent base from
 Debian packages with ``debootstrap`` and imports it into the daemon.
 
-Labels that change on every build (``org.opencontainers.image.created``) are
-passed through the build API's ``labels`` parameter, which applies them to the
-final image only, so a rebuild with no change reuses every cached layer.
+The labels are build arguments of the Dockerfile's last instruction, so a
+label that changes on every build (``org.opencontainers.image.created``)
+re-runs only that metadata step and a rebuild with no change reuses every
+layer. Tags are applied only after the build succeeded.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ OCI_VENDOR = "TTG Team"
 _BASE_STRIP = (
     "var/lib/apt/lists",
     "var/cache/apt",
-    "var/cache/debconf",
     "var/log",
     "usr/share/doc",
     "usr/share/man",
@@ -843,4 +843,5 @@ def load_into_kind(image: str, echo: Echo | None = None) -> Any:
         raise PreflightError("ttg_ops.kind has no load_image function; cannot load into kind")
     if echo is not None:
         echo(f"Loading {image} into the kind cluster.")
+        return loader(image, echo=echo)
     return loader(image)
