@@ -67,6 +67,14 @@ def test_recover_also_drops_a_complete_but_garbled_last_line(tmp_path: Path) -> 
     assert path.read_bytes() == b'{"index": 0}\n'
 
 
+def test_recover_keeps_an_unreadable_line_in_the_middle(tmp_path: Path) -> None:
+    path = tmp_path / "results-00000.jsonl"
+    content = b'{"index": 0}\nnot json\n{"index": 1}\n'
+    path.write_bytes(content)
+    assert recover(path) == ({0, 1}, 0)
+    assert path.read_bytes() == content
+
+
 def test_recover_of_a_missing_file_is_empty(tmp_path: Path) -> None:
     assert recover(tmp_path / "absent.jsonl") == (set(), 0)
 

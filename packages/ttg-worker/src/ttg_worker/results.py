@@ -80,33 +80,28 @@ def encode_unserialisable(index: int, params: Any, value: Any, exc: Exception) -
 def recover(path: Path) -> tuple[set[int], int]:
     """Indexes already in the shard at ``path``, and how many bytes of torn tail were cut.
 
-    A last line without its newline, or one that is not a results object, is
-    cut off (the file is truncated to the end of the last complete line).
+    Everything after the last complete results line is cut off (the file is
+    truncated there): a line without its newline, or trailing lines that are
+    not results objects. Unreadable lines in the middle are kept but ignored.
+    The file is read line by line, so a large shard costs only its indexes.
     """
     if not path.exists():
         return set(), 0
     done: set[int] = set()
+    keep = size = 0
     with path.open("rb+") as handle:
-        data = handle.read()
-        keep = data.rfind(b"\n") + 1  # everything after the last newline is torn
-        lines = data[:keep].splitlines()
-        # A complete-looking last line can still be garbage if the disk lied; check it.
-        while lines:
+        for raw in handle:
+            size += len(raw)
+            if not raw.endswith(b"\n"):
+                continue
             try:
-                record = json.loads(lines[-1])
-                if isinstance(record, dict) and isinstance(record.get("index"), int):
-                    break
-            except ValueError:
-                pass
-            keep -= len(lines.pop()) + 1
-        for line in lines:
-            try:
-                record = json.loads(line)
+                record = json.loads(raw)
             except ValueError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("index"), int):
                 done.add(record["index"])
-        cut = len(data) - keep
+                keep = size
+        cut = size - keep
         if cut:
             handle.truncate(keep)
             handle.flush()
