@@ -159,17 +159,31 @@ def _throughput(
     names = [f"worker-{w['index']}" for w in workers]
     bar_colours = [colour[str(w.get("node") or "?")] for w in workers]
     bars.bar(names, rates, color=bar_colours)
+    for position, worker in enumerate(workers):
+        if not worker.get("summary"):
+            bars.text(
+                position,
+                0,
+                f"{worker['state']}: no summary",
+                ha="center",
+                va="bottom",
+                color=_STATE_COLOUR.get(str(worker["state"]), "black"),
+                fontsize=8,
+            )
     average = report["aggregate"].get("average_throughput_per_worker")
     if average:
         bars.axhline(average, color="black", linestyle="--", linewidth=1)
-        bars.text(
-            len(names) - 0.5,
-            average,
+        bars.annotate(
             f"mean {average:,.0f}/s",
-            ha="right",
-            va="bottom",
+            (0, average),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, -4),
+            textcoords="offset points",
+            va="top",
             fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
+        bars.set_ylim(top=max(max(rates, default=0.0), average) * 1.12)
     bars.set_ylabel("params/s")
     bars.set_title("Throughput per worker", fontsize=10)
     bars.tick_params(axis="x", labelsize=8)
