@@ -6,6 +6,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -249,3 +250,18 @@ def test_a_whole_log_as_one_bytes_repr_is_split_into_lines() -> None:
     assert worker["state"] == "succeeded" and worker["summary"] == summary
     assert [b["processed"] for b in worker["batches"]] == [50, 100]
     assert worker["parse_errors"] == []
+
+
+@pytest.mark.docker
+def test_a_docker_run_report_has_the_same_shape(
+    worker_image: Any, docker_client: Any, tmp_path: Path
+) -> None:
+    from ttg_ops.backends.docker import DockerBackend
+
+    spec = RunSpec(workers=2, params=120, batch_size=40, run_id="shape-docker")
+    backend = DockerBackend(image=worker_image.tags[0])
+    report = run(spec, backend, tmp_path / spec.run_id, console=Console(file=io.StringIO()))
+    jsonschema.validate(report, SCHEMA)
+    assert report["backend"] == "docker" and report["status"] == "succeeded"
+    assert [len(w["batches"]) for w in report["workers"]] == [2, 2]
+    assert all(w["scheduling_delay"] is not None for w in report["workers"])
