@@ -233,3 +233,11 @@ def test_an_event_message_with_newlines_stays_on_one_text_line() -> None:
     lines = _lines(stream)
     assert len(lines) == 1
     assert lines[0].endswith("❌ FAILED: ValueError: first line second line")
+
+
+def test_the_logging_docs_list_every_event_with_its_emoji() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[1] / "docs" / "LOGGING.md").read_text()
+    for name, emoji in ttg_logging.EVENT_EMOJI.items():
+        assert f"| `{name}` | {emoji} |" in docs, name

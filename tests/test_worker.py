@@ -506,3 +506,14 @@ def test_a_bad_flag_value_is_named_by_its_flag(tmp_path: Path) -> None:
     proc = run_worker(tmp_path / "out", "--log-level=LOUD", LOG_LEVEL="INFO")
     assert proc.returncode == 2
     assert "--log-level='LOUD' is not a log level; allowed: DEBUG, INFO" in proc.stderr
+
+
+def test_the_worker_docs_list_every_setting_and_flag() -> None:
+    from ttg_worker.config import SETTINGS
+
+    docs = (Path(__file__).parents[1] / "docs" / "WORKER.md").read_text()
+    for _, env, flag, _, _ in SETTINGS:
+        assert f"| `{env}` | `{flag}` |" in docs, (env, flag)
+    architecture = (Path(__file__).parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    contract = set(re.findall(r"^\| `([A-Z_]+)`", architecture, flags=re.MULTILINE))
+    assert contract - {"POD_NAME"} <= {env for _, env, _, _, _ in SETTINGS}
