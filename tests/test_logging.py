@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import ttg_logging
@@ -236,8 +237,6 @@ def test_an_event_message_with_newlines_stays_on_one_text_line() -> None:
 
 
 def test_the_logging_docs_list_every_event_with_its_emoji() -> None:
-    from pathlib import Path
-
     docs = (Path(__file__).parents[1] / "docs" / "LOGGING.md").read_text()
     for name, emoji in ttg_logging.EVENT_EMOJI.items():
         assert f"| `{name}` | {emoji} |" in docs, name

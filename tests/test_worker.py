@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from ttg_logging.grammar import find_summary, parse_line, parse_lines
+from ttg_worker.config import SETTINGS
 
 SEED_KEYS = {
     "worker_id",
@@ -509,8 +510,6 @@ def test_a_bad_flag_value_is_named_by_its_flag(tmp_path: Path) -> None:
 
 
 def test_the_worker_docs_list_every_setting_and_flag() -> None:
-    from ttg_worker.config import SETTINGS
-
     docs = (Path(__file__).parents[1] / "docs" / "WORKER.md").read_text()
     for _, env, flag, _, _ in SETTINGS:
         assert f"| `{env}` | `{flag}` |" in docs, (env, flag)
