@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
+from ttg_logging.grammar import parse_line
 from ttg_ops.backends.base import FAILED, SUCCEEDED, WorkerState
 from ttg_ops.backends.process import ProcessBackend
 from ttg_ops.errors import ConfigError
@@ -23,6 +24,7 @@ from ttg_ops.report import (
     metrics_rows,
     parse_worker_lines,
     print_report,
+    report_needs,
     resolve_run_dir,
     worker_rows,
     write_report,
@@ -265,3 +267,26 @@ def test_a_docker_run_report_has_the_same_shape(
     assert report["backend"] == "docker" and report["status"] == "succeeded"
     assert [len(w["batches"]) for w in report["workers"]] == [2, 2]
     assert all(w["scheduling_delay"] is not None for w in report["workers"])
+
+
+worker_lines = st.one_of(
+    st.text(max_size=60),
+    st.builds(_progress, st.just(0), st.integers(1, 50), st.just(50)),
+    st.builds(lambda n: json.dumps(_summary(0, 0, n, 1.0)), st.integers(1, 50)),
+    st.builds(lambda n: json.dumps(_summary(0, 0, n, 1.0))[:n], st.integers(1, 80)),
+    st.sampled_from(
+        [
+            STAMP.format(i=0) + "🚀 STARTING: worker 0",
+            STAMP.format(i=0) + "📈 METRIC: duration=1.00 seconds",
+            STAMP.format(i=0) + "📊 PROGRESS: garbled",
+            "{'worker_id': 0, 'status': 'completed', 'processed_count': 3}",
+        ]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(worker_lines, max_size=12))
+def test_dropping_lines_the_report_does_not_need_changes_nothing(lines: list[str]) -> None:
+    kept = [line if report_needs(line, parse_line(line)) else "" for line in lines]
+    assert parse_worker_lines(kept) == parse_worker_lines(lines)

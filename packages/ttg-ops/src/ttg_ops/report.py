@@ -80,6 +80,21 @@ def _looks_like_grammar(text: str) -> bool:
     return text.startswith("{") or "PROGRESS" in text or "SUMMARY" in text
 
 
+def report_needs(line: str | bytes, event: grammar.Event | None) -> bool:
+    """Whether :func:`parse_worker_lines` uses ``line`` (parsed as ``event``).
+
+    A follower that keeps a long run's output in memory may store an empty
+    string in place of every other line: line numbers stay right and the
+    report is the same.
+    """
+    if event is None:
+        text = grammar.clean_line(line)
+        return bool(text) and _looks_like_grammar(text)
+    if event.kind in (grammar.SUMMARY, grammar.PROGRESS, grammar.INVALID):
+        return True
+    return event.kind == grammar.LOG and "PROGRESS" in str(event.fields.get("message", ""))
+
+
 def parse_worker_lines(
     lines: Iterable[str | bytes],
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -167,11 +182,8 @@ def _worker_entry(
     delay = None
     if state.created_at is not None and state.started_at is not None:
         delay = round(state.started_at - state.created_at, 3)
-    last = (
-        list(state.last_lines)
-        if state.last_lines
-        else [grammar.clean_line(line) for line in lines[-LAST_LINES:]]
-    )
+    kept = [line for line in lines[-LAST_LINES * 4 :] if line]  # "" stands for a dropped line
+    last = list(state.last_lines) or [grammar.clean_line(line) for line in kept]
     return {
         "index": state.index,
         "state": _worker_state(state, summary),

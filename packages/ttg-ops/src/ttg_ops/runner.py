@@ -32,6 +32,7 @@ from ttg_ops.report import (
     build_report,
     load_report,
     mark_latest,
+    report_needs,
     write_report,
 )
 from ttg_ops.results import (
@@ -94,8 +95,9 @@ class _Follower:
         """Read every line until the backend has no more; feed the tracker and the view."""
         next_poll = 0.0
         for index, line in self.backend.lines():
-            self.lines.setdefault(index, []).append(line)
             event = parse_line(line)
+            # Only the lines the report reads are kept whole (a DEBUG run can print millions).
+            self.lines.setdefault(index, []).append(line if report_needs(line, event) else "")
             if event is not None:
                 self.tracker.update(index, event)
             else:
