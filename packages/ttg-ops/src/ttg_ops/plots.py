@@ -24,6 +24,7 @@ from ttg_ops.report import (
     load_report,
     metrics_rows,
     results_rows,
+    results_title,
     worker_rows,
 )
 
@@ -250,7 +251,7 @@ def render_html(report: Mapping[str, Any], png: bytes) -> str:
     ]
     results = results_rows(report)
     if results:
-        parts.append(_table(None, results, "Results"))
+        parts.append(_table(None, results, results_title(report)))
     for worker in report["workers"]:
         if worker["state"] != "succeeded" or worker.get("parse_errors"):
             tail = "\n".join(worker.get("last_lines", [])[-20:])

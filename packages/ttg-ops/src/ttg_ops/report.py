@@ -488,6 +488,12 @@ def worker_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def results_title(report: Mapping[str, Any]) -> str:
+    """``Results``, naming the reruns when the accounting covers more than this run."""
+    runs = (report.get("results") or {}).get("runs", [])
+    return "Results" if len(runs) <= 1 else f"Results of {runs[0]} and its reruns"
+
+
 def results_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The results accounting as label/value rows (empty before a merge)."""
     results = report.get("results")
@@ -570,7 +576,7 @@ def results_table(report: Mapping[str, Any]) -> Any:
     rows = results_rows(report)
     if not rows:
         return None
-    table = Table(title="Results", title_justify="left", show_header=False)
+    table = Table(title=results_title(report), title_justify="left", show_header=False)
     table.add_column("What")
     table.add_column("Value")
     for name, value in rows:
