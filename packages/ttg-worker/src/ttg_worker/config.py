@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttg_logging import LoggingConfigError, resolve_format, resolve_level
-
 from ttg_worker import __version__
 from ttg_worker.errors import WorkerConfigError
 
@@ -152,6 +150,8 @@ def load_config(
             f"{label['failure_threshold']}={threshold_text!r} is not allowed; "
             "allowed: a fraction from 0 to 1, such as 0.05"
         )
+
+    from ttg_logging import LoggingConfigError, resolve_format, resolve_level
 
     try:
         level = resolve_level(values.get("log_level", "INFO"), label["log_level"])
