@@ -47,6 +47,9 @@ def test_tracker_rates_and_etas_follow_the_events() -> None:
     assert tracker.rate() == pytest.approx(35.0)
     assert tracker.eta() == pytest.approx(8.0)  # the slowest worker decides
 
+    clock.now = 103.0  # no new event: the estimates count down
+    assert worker1.eta(clock.now) == pytest.approx(7.0)
+
     clock.now = 104.0
     tracker.update(0, _summary(100))
     assert worker0.phase == "done" and worker0.eta(clock.now) == 0.0

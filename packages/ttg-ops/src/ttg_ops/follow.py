@@ -58,7 +58,9 @@ class WorkerProgress:
         rate = self.rate(now)
         if self.total is None or not rate:
             return None
-        return max(self.total - self.processed, 0) / rate
+        # Count down between events: the estimate was made at the last update.
+        since = now - self.updated if self.updated is not None else 0.0
+        return max(max(self.total - self.processed, 0) / rate - since, 0.0)
 
 
 class Tracker:
