@@ -165,7 +165,8 @@ BUILTIN_TASKS: dict[str, Task] = {
 def describe_tasks() -> list[tuple[str, str]]:
     """``(name, first docstring line)`` of every built-in task."""
     return [
-        (name, (inspect.getdoc(func) or "").splitlines()[0]) for name, func in BUILTIN_TASKS.items()
+        (name, (inspect.getdoc(func) or "").splitlines()[0].replace("``", ""))
+        for name, func in BUILTIN_TASKS.items()
     ]
 
 
