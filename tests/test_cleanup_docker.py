@@ -287,3 +287,77 @@ def test_ttg_kind_cluster_is_deleted_through_the_kind_cli(
         assert outcome.result == FAILED
         assert "kind CLI is not installed" in outcome.reason
         assert all(docker_world.exists("container", node.id) for node in nodes)
+
+
+def _inv_on_a_terminal(world: DockerWorld, answer: str, timeout: float = 120) -> tuple[int, str]:
+    """Run ``inv cleanup`` with a pseudo-terminal as stdin and stdout; answer its question."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_inventory_helpers import ROOT
+
+    master, slave = pty.openpty()
+    env = world.env(TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "cleanup"],
+        cwd=ROOT,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"Delete these" in output:
+                os.write(master, answer.encode())
+                answered = True
+        code = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert answered, output.decode(errors="replace")
+    return code, output.decode(errors="replace")
+
+
+def test_on_a_terminal_cleanup_asks_and_no_deletes_nothing(docker_world: DockerWorld) -> None:
+    made = _world(docker_world)
+
+    code, output = _inv_on_a_terminal(docker_world, "n\r")
+
+    assert code == 1, output
+    assert "cleanup cancelled at the prompt; nothing was deleted" in output
+    assert all(docker_world.exists("image", i.id) for i in made["images"])
+    assert all(docker_world.exists("container", c.id) for c in made["containers"])
+
+
+def test_on_a_terminal_cleanup_asks_and_yes_deletes_in_colour(docker_world: DockerWorld) -> None:
+    made = _world(docker_world)
+
+    code, output = _inv_on_a_terminal(docker_world, "y\r")
+
+    assert code == 0, output
+    assert "Removed 4 of 4 planned objects." in output
+    assert "\x1b[32m" in output or "\x1b[1;32m" in output  # green on a real terminal
+    _assert_only_ttg_objects_are_gone(docker_world, made)
