@@ -16,7 +16,7 @@ from ttg_logging import grammar
 from ttg_ops import labels, runner
 from ttg_ops.backends.base import FAILED, SUCCEEDED
 from ttg_ops.backends.docker import DockerBackend
-from ttg_ops.errors import PreflightError
+from ttg_ops.errors import ConfigError, PreflightError
 from ttg_ops.spec import RunSpec
 
 from tests.image_fixtures import SESSION
@@ -186,4 +186,18 @@ def test_a_missing_image_fails_before_starting_anything(
         PreflightError, match=r"(?s)ttg-worker:v9\.9\.9-missing.*inv build --version"
     ):
         backend.launch(spec, tmp_path)
+    assert _containers(docker_client, spec.run_id) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands files to the image's user")
+def test_a_space_file_the_container_user_cannot_read_is_refused(
+    worker_image: Any, docker_client: Any, run_ids: list[str], tmp_path: Path
+) -> None:
+    space = tmp_path / "private.jsonl"
+    space.write_text('{"x": 1}\n')
+    space.chmod(0o600)
+    spec = _spec(run_ids, space=str(space), params=0)
+
+    with pytest.raises(ConfigError, match=r"(?s)not readable by the container user 10001.*chmod"):
+        DockerBackend(image=worker_image.tags[0]).launch(spec, tmp_path / "run")
     assert _containers(docker_client, spec.run_id) == []

@@ -31,6 +31,7 @@ import contextlib
 import os
 import queue
 import re
+import stat
 import threading
 import time
 from collections import deque
@@ -109,17 +110,20 @@ class DockerBackend:
 
         from ttg_ops.images import image_tag
 
-        self._client = dockerapi.client(timeout=120)
         image = self.image or f"{labels.IMAGE_REPOSITORY}:{image_tag(spec.version)}"
         self.image = image
-        self._require_image(image, spec.version)
-
-        output = (Path(run_dir) / "results").resolve()
-        output.mkdir(parents=True, exist_ok=True)
-        user = self._prepare_output(output)
-        volumes = {str(output): {"bind": CONTAINER_OUTPUT, "mode": "rw"}}
-        space = self._space(spec, volumes)
-        node = str(self._client.info().get("Name") or "docker")
+        self._client = dockerapi.client(timeout=120)
+        try:
+            self._require_image(image, spec.version)
+            output = (Path(run_dir) / "results").resolve()
+            output.mkdir(parents=True, exist_ok=True)
+            user = self._prepare_output(output)
+            volumes = {str(output): {"bind": CONTAINER_OUTPUT, "mode": "rw"}}
+            space = self._space(spec, volumes)
+            node = str(self._client.info().get("Name") or "docker")
+        except BaseException:
+            self._close()
+            raise
 
         self._states = [WorkerState(index=i) for i in range(spec.workers)]
         self._tails = [deque(maxlen=self._last_lines) for _ in range(spec.workers)]
@@ -280,8 +284,6 @@ class DockerBackend:
         try:
             self._client.images.get(image)
         except ImageNotFound:
-            self._client.close()
-            self._client = None
             raise PreflightError(
                 f"the worker image {image} does not exist in the Docker daemon",
                 hint=f"build it with `inv build --version={version}` or pass --image",
@@ -307,6 +309,11 @@ class DockerBackend:
         if not host.is_file():
             # Not on the host: a path inside the image, passed through unchanged.
             return spec.space
+        if os.geteuid() == 0 and not host.stat().st_mode & stat.S_IROTH:
+            raise ConfigError(
+                f"space file {host} is not readable by the container user {IMAGE_UID}",
+                hint=f"make it readable: chmod o+r {host}",
+            )
         inside = f"{CONTAINER_INPUT}/{host.name}"
         volumes[str(host.resolve())] = {"bind": inside, "mode": "ro"}
         return inside
