@@ -19,6 +19,7 @@ import os
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ KIND_NODE_CONFIG = "/kind/kubeadm.conf"
 TTG_NODE_LABEL = f"{labels.K8S_PROJECT}={labels.PROJECT}"
 PROBE_TIMEOUT = 3.0
 LIST_TIMEOUT = 15.0
+DOCKER_TIMEOUT = 60
 EVENT_LIMIT = 20
 SCHEMA_VERSION = 1
 
@@ -578,54 +580,73 @@ def kube_objects(
     batch: Any = k8s_client.BatchV1Api(api)
     selector = scope.k8s_selector()
     now = datetime.now(UTC)
-    with k8s.api_errors(f"listing TTG's objects in context {context!r}", context):
-        if namespace:
-            jobs = batch.list_namespaced_job(
-                namespace, label_selector=selector, _request_timeout=LIST_TIMEOUT
-            ).items
-            pods = core.list_namespaced_pod(
-                namespace, label_selector=selector, _request_timeout=LIST_TIMEOUT
-            ).items
-        else:
-            jobs = batch.list_job_for_all_namespaces(
-                label_selector=selector, _request_timeout=LIST_TIMEOUT
-            ).items
-            pods = core.list_pod_for_all_namespaces(
-                label_selector=selector, _request_timeout=LIST_TIMEOUT
-            ).items
-        created = scope.k8s_selector(f"{labels.K8S_CREATED_NAMESPACE}=true")
-        namespaces = [
-            item
-            for item in core.list_namespace(
-                label_selector=created, _request_timeout=LIST_TIMEOUT
-            ).items
-            if namespace is None or item.metadata.name == namespace
-        ]
-        section.ttg_nodes = sorted(
-            node.metadata.name
-            for node in core.list_node(
-                label_selector=TTG_NODE_LABEL, _request_timeout=LIST_TIMEOUT
-            ).items
-        )
-        section.jobs = sorted(
-            (_job_info(job, now) for job in jobs), key=lambda j: (j.namespace, j.name)
-        )
-        section.pods = sorted((_pod_info(pod) for pod in pods), key=lambda p: (p.namespace, p.name))
-        section.namespaces = [
-            NamespaceInfo(
-                name=item.metadata.name,
-                uid=item.metadata.uid,
-                status=str(item.status.phase if item.status else ""),
-            )
-            for item in sorted(namespaces, key=lambda n: n.metadata.name)
-        ]
-        uids = {job.uid for job in section.jobs} | {pod.uid for pod in section.pods}
-        names = {("Job", job.namespace, job.name) for job in section.jobs} | {
-            ("Pod", pod.namespace, pod.name) for pod in section.pods
-        }
-        spaces = {job.namespace for job in section.jobs} | {pod.namespace for pod in section.pods}
-        section.events = _events(core, spaces, uids, names, event_limit)
+    where = f"namespace {namespace}" if namespace else "all namespaces"
+    try:
+        with k8s.api_errors(f"listing TTG's Jobs and pods in {where}", context):
+            if namespace:
+                jobs = batch.list_namespaced_job(
+                    namespace, label_selector=selector, _request_timeout=LIST_TIMEOUT
+                ).items
+                pods = core.list_namespaced_pod(
+                    namespace, label_selector=selector, _request_timeout=LIST_TIMEOUT
+                ).items
+            else:
+                jobs = batch.list_job_for_all_namespaces(
+                    label_selector=selector, _request_timeout=LIST_TIMEOUT
+                ).items
+                pods = core.list_pod_for_all_namespaces(
+                    label_selector=selector, _request_timeout=LIST_TIMEOUT
+                ).items
+    except k8s.Forbidden as exc:
+        section.note = f"skipped: {exc}"
+        return section
     section.reachable = True
+    section.jobs = sorted(
+        (_job_info(job, now) for job in jobs), key=lambda j: (j.namespace, j.name)
+    )
+    section.pods = sorted((_pod_info(pod) for pod in pods), key=lambda p: (p.namespace, p.name))
+
+    # The rest is cluster-wide or secondary: a user allowed to list Jobs and
+    # pods but not namespaces, nodes or events still gets the main listing.
+    missing: list[str] = []
+
+    def optional(what: str, call: Callable[[], list[Any]]) -> list[Any]:
+        try:
+            with k8s.api_errors(what, context):
+                return call()
+        except k8s.Forbidden:
+            missing.append(what)
+            return []
+
+    created = scope.k8s_selector(f"{labels.K8S_CREATED_NAMESPACE}=true")
+    namespaces = optional(
+        "listing namespaces",
+        lambda: core.list_namespace(label_selector=created, _request_timeout=LIST_TIMEOUT).items,
+    )
+    section.namespaces = [
+        NamespaceInfo(
+            name=item.metadata.name,
+            uid=item.metadata.uid,
+            status=str(item.status.phase if item.status else ""),
+        )
+        for item in sorted(namespaces, key=lambda n: n.metadata.name)
+        if namespace is None or item.metadata.name == namespace
+    ]
+    nodes = optional(
+        "listing nodes",
+        lambda: core.list_node(label_selector=TTG_NODE_LABEL, _request_timeout=LIST_TIMEOUT).items,
+    )
+    section.ttg_nodes = sorted(node.metadata.name for node in nodes)
+    uids = {job.uid for job in section.jobs} | {pod.uid for pod in section.pods}
+    names = {("Job", job.namespace, job.name) for job in section.jobs} | {
+        ("Pod", pod.namespace, pod.name) for pod in section.pods
+    }
+    spaces = {job.namespace for job in section.jobs} | {pod.namespace for pod in section.pods}
+    section.events = optional(
+        "listing events", lambda: _events(core, spaces, uids, names, event_limit)
+    )
+    if missing:
+        section.note = f"not allowed: {', '.join(missing)} (403 Forbidden)"
     return section
 
 
@@ -662,7 +683,7 @@ def collect(
         event_limit=event_limit,
     )
     try:
-        client = dockerapi.client(timeout=int(max(timeout, 5)) * 4)
+        client = dockerapi.client(timeout=DOCKER_TIMEOUT)
     except PreflightError as exc:
         note = f"skipped: {str(exc).splitlines()[0]}"
         docker = DockerSection(available=False, note=note)
@@ -843,8 +864,9 @@ def _render_kube(out: _Printer, kube: KubeSection) -> None:
     out.heading(
         f"Kubernetes[/bold cyan] [dim](context {escape(kube.context)}, {where})[/dim][bold cyan]"
     )
-    if not kube.reachable:
+    if kube.note:
         out.note(kube.note)
+    if not kube.reachable:
         return
     jobs = out.table("TTG jobs", "Namespace", "Name", "Completions", "Status", "Duration")
     for job in kube.jobs:
