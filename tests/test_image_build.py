@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,33 @@ def test_making_the_base_again_is_skipped_when_it_exists(docker_client: Any) -> 
     assert result.created is False
     assert result.image_id == existing.id
     assert any("--force" in line for line in said)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_code_change_rebuilds_only_the_last_layer(
+    worker_image: Any, docker_client: Any, tmp_path: Path
+) -> None:
+    root = images.project_root()
+    copy = tmp_path / "checkout"
+    shutil.copytree(
+        root,
+        copy,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "runs", "__pycache__", "*.pyc"),
+    )
+    wheelhouse = root / ".cache" / "image" / "wheelhouse"
+    if wheelhouse.is_dir():  # the downloaded dependency wheels: no need to fetch them again
+        shutil.copytree(wheelhouse, copy / ".cache" / "image" / "wheelhouse")
+    module = copy / "packages" / "ttg-worker" / "src" / "ttg_worker" / "__init__.py"
+    module.write_text(module.read_text() + "\n# A change that only TTG's own layer carries.\n")
+    name = "ttg-worker:test-code-change"
+    try:
+        changed = images.build_image("1.1.0", tags=[name], root=copy)
+        old = docker_client.images.get(worker_image.image_id).attrs["RootFS"]["Layers"]
+        new = docker_client.images.get(changed.image_id).attrs["RootFS"]["Layers"]
+        assert len(old) == len(new) == 3
+        assert new[:2] == old[:2]
+        assert new[2] != old[2]
+    finally:
+        with contextlib.suppress(ImageNotFound):
+            docker_client.images.remove(name)
