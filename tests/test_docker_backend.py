@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +202,38 @@ def test_a_space_file_the_container_user_cannot_read_is_refused(
     with pytest.raises(ConfigError, match=r"(?s)not readable by the container user 10001.*chmod"):
         DockerBackend(image=worker_image.tags[0]).launch(spec, tmp_path / "run")
     assert _containers(docker_client, spec.run_id) == []
+
+
+def test_a_killed_container_is_missing_and_a_docker_rerun_completes_the_results(
+    worker_image: Any, docker_client: Any, run_ids: list[str], tmp_path: Path
+) -> None:
+    spec = _spec(run_ids, workers=2, params=2000, batch_size=100)
+    killed: list[int] = []
+
+    def kill_worker_1(backend: Any, index: int, line: str) -> None:
+        if index == 1 and "PROGRESS" in line and not killed:
+            backend.kill(index, signal.SIGKILL)
+            killed.append(index)
+
+    console = Console(file=io.StringIO())
+    image = worker_image.tags[0]
+    report = runner.run(
+        spec, DockerBackend(image=image), tmp_path / spec.run_id, console=console,
+        on_line=kill_worker_1,
+    )  # fmt: skip
+
+    assert killed == [1]
+    assert report["status"] == "failed"
+    victim = report["workers"][1]
+    assert victim["state"] == "missing"
+    assert victim["exit_code"] == 137
+    assert report["results"]["complete"] is False
+
+    follow_up, merged = runner.rerun_failed(
+        tmp_path / spec.run_id, DockerBackend(image=image), console=console
+    )
+    assert follow_up is not None
+    run_ids.append(follow_up["run_id"])
+    assert follow_up["status"] == "succeeded"
+    assert merged.complete
+    assert merged.unique == 2000

@@ -264,7 +264,7 @@ class DockerBackend:
 
     # -- Extras -----------------------------------------------------------------
 
-    def kill(self, index: int, sig: str = "SIGKILL") -> None:
+    def kill(self, index: int, sig: int | str = "SIGKILL") -> None:
         """Send ``sig`` to worker ``index``'s container (failure drills and tests)."""
         from docker.errors import APIError
 
