@@ -192,9 +192,12 @@ def test_indexed_job_runs_one_pod_per_worker_with_its_completion_index(
     assert sim_cluster.control_plane_name not in placed
     assert sorted(p.metadata.annotations[INDEX_ANNOTATION] for p in pods) == ["0", "1", "2"]
     for pod in pods:
+        # The Job controller injects the index through the downward API from the pod's
+        # index label, which it sets next to the annotation.
+        assert pod.metadata.labels[INDEX_ANNOTATION] == pod.metadata.annotations[INDEX_ANNOTATION]
         env = {e.name: e for e in pod.spec.containers[0].env}
         source = env["JOB_COMPLETION_INDEX"].value_from.field_ref.field_path
-        assert source == f"metadata.annotations['{INDEX_ANNOTATION}']"
+        assert source == f"metadata.labels['{INDEX_ANNOTATION}']"
 
 
 @pytest.mark.cluster
@@ -207,11 +210,15 @@ def test_fourth_pod_under_required_anti_affinity_stays_pending(
         sim_namespace, _job("crowded", 4, annotations={RUN_DURATION: "10m"})
     )
 
-    def failed_scheduling() -> list[Any]:
+    def three_running_and_failed_scheduling() -> list[Any]:
+        running = [p for p in _pods(core, sim_namespace, "crowded") if p.status.phase == "Running"]
         events = core.list_namespaced_event(sim_namespace).items
-        return [e for e in events if e.reason == "FailedScheduling"]
+        failed = [e for e in events if e.reason == "FailedScheduling"]
+        return failed if len(running) == 3 else []
 
-    events = _wait_for("a FailedScheduling event", failed_scheduling)
+    events = _wait_for(
+        "three Running pods and a FailedScheduling event", three_running_and_failed_scheduling
+    )
     pods = _pods(core, sim_namespace, "crowded")
     phases = sorted(p.status.phase for p in pods)
     assert phases == ["Pending", "Running", "Running", "Running"]

@@ -8,6 +8,7 @@ pinned versions. docs/TESTING.md describes the tiers and the fixture.
 """
 
 from ttg_ops.simcluster._build import (
+    ETCD_VERSION,
     K8S_VERSION,
     KIND_VERSION,
     KWOK_VERSION,
@@ -37,6 +38,7 @@ from ttg_ops.simcluster._kwok import (
 )
 
 __all__ = [
+    "ETCD_VERSION",
     "EXIT_CODE",
     "FAIL_INDEXES",
     "K8S_VERSION",

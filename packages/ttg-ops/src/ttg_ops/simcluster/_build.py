@@ -3,11 +3,16 @@
 ``kube-apiserver``, ``kube-controller-manager`` and ``kube-scheduler`` are
 built from the Go module ``k8s.io/kubernetes`` through the small wrapper
 module in ``tools/simcluster`` (its ``go.mod`` points every staging module at
-its published twin); ``kwok`` and ``kind`` are installed with ``go install``
-at pinned versions. Everything lands in one cache directory whose name is
-the pinned Kubernetes version, next to a stamp of all pinned versions, so a
-second build with the same pins is a no-op. ``etcd`` comes from the
-machine (Debian's ``etcd-server``).
+its published twin), and so is ``etcd``, from the etcd server module of the
+same module graph; ``kwok`` and ``kind`` are installed with ``go install`` at
+pinned versions. Everything lands in one cache directory whose name is the
+pinned Kubernetes version, next to a stamp of all pinned versions, so a
+second build with the same pins is a no-op.
+
+Debian's etcd 3.4 is not used: it lacks watch progress requests, so the API
+server turns off the streaming lists that client-go (kwok, the controller
+manager, the scheduler) asks for; their watches then restart with back-off,
+which delays pod and node updates by tens of seconds.
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ from ttg_ops.errors import PreflightError
 # Go 1.26.8 satisfies without a toolchain download; kwok v0.8.0 is built against the
 # v0.36 client libraries, the same minor as the control plane.
 K8S_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.8"  # go.etcd.io/etcd/server/v3, as required by k8s.io/kubernetes
 KWOK_VERSION = "v0.8.0"
 KIND_VERSION = "v0.33.0"
 
 CONTROL_PLANE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 KWOK_CRDS = ("logs", "clusterlogs")
 BUILD_TIMEOUT_S = 3600.0
-ETCD_HINT = "install etcd: `apt-get install -y etcd-server` (Debian) or put an etcd on PATH"
 GO_HINT = "install Go 1.26 or newer (https://go.dev/dl/) and put `go` on PATH"
 
 
@@ -61,7 +66,12 @@ def go_cache_env() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     """The pinned versions that make up the cache key."""
-    return {"kubernetes": K8S_VERSION, "kwok": KWOK_VERSION, "kind": KIND_VERSION}
+    return {
+        "kubernetes": K8S_VERSION,
+        "etcd": ETCD_VERSION,
+        "kwok": KWOK_VERSION,
+        "kind": KIND_VERSION,
+    }
 
 
 @dataclass(frozen=True)
@@ -95,20 +105,23 @@ def missing(home: Path | None = None) -> list[str]:
     """Names of the built programs (and CRDs) not yet in the cache; empty when ready."""
     home = home or sim_home()
     if not _stamp_matches(home):
-        return [*CONTROL_PLANE_BINARIES, "kwok", "kind", "crds"]
-    names = [*CONTROL_PLANE_BINARIES, "kwok", "kind"]
+        return [*CONTROL_PLANE_BINARIES, "etcd", "kwok", "kind", "crds"]
+    names = [*CONTROL_PLANE_BINARIES, "etcd", "kwok", "kind"]
     absent = [n for n in names if not os.access(home / "bin" / n, os.X_OK)]
     absent += [f"crd {c}" for c in KWOK_CRDS if not (home / "crds" / f"{c}.yaml").is_file()]
     return absent
 
 
-def find_etcd() -> Path:
-    """The etcd on PATH (``$TTG_SIM_ETCD`` overrides), or a :class:`PreflightError`."""
+def find_etcd(home: Path) -> Path:
+    """The built etcd, or ``$TTG_SIM_ETCD`` (an etcd 3.5 or newer) when set."""
     explicit = os.environ.get("TTG_SIM_ETCD", "")
-    found = explicit or shutil.which("etcd")
-    if not found or not os.access(found, os.X_OK):
-        raise PreflightError("no etcd binary was found for the simulated cluster", hint=ETCD_HINT)
-    return Path(found)
+    found = Path(explicit) if explicit else home / "bin" / "etcd"
+    if not os.access(found, os.X_OK):
+        raise PreflightError(
+            f"the etcd binary {found} of the simulated cluster is missing",
+            hint="unset TTG_SIM_ETCD, or name an executable etcd 3.5 or newer",
+        )
+    return found
 
 
 def binaries(home: Path | None = None) -> Binaries:
@@ -121,7 +134,7 @@ def binaries(home: Path | None = None) -> Binaries:
             + ", ".join(absent),
             hint="build them once with `uv run inv cluster.sim-build` (about 10 minutes)",
         )
-    return Binaries(bin_dir=home / "bin", crd_dir=home / "crds", etcd=find_etcd())
+    return Binaries(bin_dir=home / "bin", crd_dir=home / "crds", etcd=find_etcd(home))
 
 
 def module_dir() -> Path:
@@ -204,7 +217,6 @@ def build(home: Path | None = None, force: bool = False) -> Binaries:
         return binaries(home)
     if shutil.which("go") is None:
         raise PreflightError("Go is needed to build the simulated cluster", hint=GO_HINT)
-    find_etcd()
     source = module_dir()
     env = go_cache_env()
     with _build_lock(home):
@@ -219,11 +231,11 @@ def build(home: Path | None = None, force: bool = False) -> Binaries:
         flags = ["-trimpath", "-ldflags=-s -w"]
         packages = [f"k8s.io/kubernetes/cmd/{name}" for name in CONTROL_PLANE_BINARIES]
         _run_go(
-            ["go", "build", *flags, "-o", f"{bin_dir}/", *packages],
+            ["go", "build", *flags, "-o", f"{bin_dir}/", *packages, "./cmd/etcd"],
             source,
             env,
             log,
-            f"Kubernetes {K8S_VERSION} control plane",
+            f"Kubernetes {K8S_VERSION} control plane and etcd {ETCD_VERSION}",
         )
         install_env = {**env, "GOBIN": str(bin_dir)}
         _run_go(

@@ -404,6 +404,9 @@ class SimCluster:
             f"--tls-cert-file={pki.kwok_serving.cert}",
             f"--tls-private-key-file={pki.kwok_serving.key}",
             f"--cidr={POD_CIDR}",
+            # Renew a Lease per node, as a kubelet does, so the node lifecycle controller
+            # sees the nodes alive between status heartbeats.
+            "--node-lease-duration-seconds=40",
             "--enable-crds=Logs,ClusterLogs",
         ]
         self._spawn("kwok", binaries.path("kwok"), kwok_args, detach)

@@ -352,6 +352,11 @@ def node_manifest(name: str, cluster: str, control_plane: bool, k8s_version: str
         },
         "spec": {"providerID": f"kind://docker/{cluster}/{name}", "taints": taints},
         "status": {
+            # kwok's kubelet endpoint listens on loopback for every node.
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ],
             "allocatable": resources,
             "capacity": resources,
             "nodeInfo": {
