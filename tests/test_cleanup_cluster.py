@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from rich.console import Console
-from ttg_ops import cleanup, labels
+from ttg_ops import cleanup, inventory, labels
 from ttg_ops.cleanup import FAILED, GONE, REMOVED, CleanupIncompleteError
 
 from tests.test_inventory_helpers import KubeWorld, kube_world
@@ -198,7 +198,11 @@ def test_namespace_created_by_ttg_is_deleted_only_when_it_holds_nothing_else(
 
 
 def _limited_kubeconfig(sim: Any, world: KubeWorld, namespace: str, path: Path) -> str:
-    """A kubeconfig for a service account that may delete pods but not Jobs in ``namespace``."""
+    """A kubeconfig for a service account that may delete pods but not Jobs in ``namespace``.
+
+    It has no cluster-wide rights at all (it cannot list namespaces or nodes),
+    like a developer who was given one namespace of a shared cluster.
+    """
     from kubernetes import client
 
     name = f"ttg-limited-{world.session}"
@@ -222,26 +226,6 @@ def _limited_kubeconfig(sim: Any, world: KubeWorld, namespace: str, path: Path) 
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
     )
-    # Listing namespaces and nodes is cluster-wide.
-    world.rbac.create_cluster_role(
-        {
-            "metadata": {"name": name},
-            "rules": [{"apiGroups": [""], "resources": ["namespaces", "nodes"], "verbs": ["list"]}],
-        }
-    )
-    world.cluster_objects.append(("ClusterRole", name))
-    world.rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        }
-    )
-    world.cluster_objects.append(("ClusterRoleBinding", name))
     token = world.core.create_namespaced_service_account_token(
         name, namespace, client.AuthenticationV1TokenRequest(spec={"expirationSeconds": 3600})
     ).status.token
@@ -283,6 +267,12 @@ def test_forbidden_delete_is_reported_and_the_rest_of_the_plan_still_runs(
 
     message = str(raised.value)
     assert "1 of 5 planned objects were not removed" in message
+    section = inventory.kube_objects(
+        "limited", kubeconfig=kubeconfig, namespace=namespace, scope=kube_world.scope
+    )
+    assert section.reachable
+    assert section.note == "not allowed: listing namespaces, listing nodes (403 Forbidden)"
+    assert [j.name for j in section.jobs] == ["ttg-computation"]
     assert f"Kubernetes job {namespace}/ttg-computation" in message
     assert "403" in message
     assert "forbidden" in message.lower()
