@@ -86,7 +86,7 @@ def test_worker_sees_exactly_the_pod_environment(
     assert worker1["TTG_TOTAL_WORKERS"] == "2" and worker1["TTG_RUN_ID"] == "env"
     allowed = {
         "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "OPENBLAS_CORETYPE",
-        "OPENBLAS_L2_SIZE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
+        "OPENBLAS_L2_SIZE", "PYTHONUNBUFFERED", "PYTHONIOENCODING",
         "TTG_OUTPUT_DIR", "POD_NAME", "NODE_NAME", "LC_CTYPE",
     }  # fmt: skip
     unexpected = {k for k in worker1 if k not in allowed and not k.startswith("TTG_")}

@@ -150,20 +150,26 @@ def run(
     lines_by_index: dict[int, list[str]] = {i: [] for i in range(spec.workers)}
     interrupted = False
     created_at = time.time()
-    console.print(
-        f"Run {spec.run_id}: {spec.workers} {backend.name} workers, task {spec.task}, "
-        f"results in {run_dir}.",
-        highlight=False,
-    )
     with _sigterm_as_interrupt():
         try:
+            # Start the workers first: their interpreters start while the display is set up.
+            try:
+                backend.launch(spec, run_dir)
+            except KeyboardInterrupt:
+                interrupted = True
+            console.print(
+                f"Run {spec.run_id}: {spec.workers} {backend.name} workers, task {spec.task}, "
+                f"results in {run_dir}.",
+                highlight=False,
+            )
             with make_view(tracker, console, refresh_per_second, plain_interval) as view:
                 follower = _Follower(backend, tracker, view, show_logs, lines_by_index)
                 try:
-                    backend.launch(spec, run_dir)
-                    follower.consume(on_line)
+                    if not interrupted:
+                        follower.consume(on_line)
                 except KeyboardInterrupt:
                     interrupted = True
+                if interrupted:
                     console.print("Interrupted: stopping the workers, then writing the report.")
                     try:
                         backend.stop()

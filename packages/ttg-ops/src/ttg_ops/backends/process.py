@@ -48,8 +48,10 @@ BASE_ENV_KEYS = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
 )
-# What the worker image sets for Python; the same here so output is unbuffered.
-IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+# What the worker image sets for Python, so output is unbuffered and UTF-8 here too. The
+# image also sets PYTHONDONTWRITEBYTECODE, but it ships compiled bytecode; local workers
+# may write theirs, or every start would compile the worker's imports again.
+IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 LAST_LINES = 50
 STOP_GRACE_SECONDS = 10.0
 
