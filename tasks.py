@@ -505,12 +505,15 @@ def sim_down(c: Context, name: str = "ttg-cluster") -> None:
     help={
         "name": _SIM_NAME_HELP,
         "kubeconfig": "print only the kubeconfig path (for `export KUBECONFIG=...`)",
+        "bin_dir": "print only the folder of the built binaries (kind, kwok, kube-*, etcd)",
     }
 )
-def sim_status(c: Context, name: str = "ttg-cluster", kubeconfig: bool = False) -> None:
+def sim_status(
+    c: Context, name: str = "ttg-cluster", kubeconfig: bool = False, bin_dir: bool = False
+) -> None:
     """Show which components of the simulated cluster run and their memory.
 
-    Example: inv cluster.sim-status
+    Example: inv cluster.sim-status; export PATH=$(inv cluster.sim-status --bin-dir):$PATH
     """
     from rich.console import Console
     from ttg_ops import simcluster
@@ -519,6 +522,9 @@ def sim_status(c: Context, name: str = "ttg-cluster", kubeconfig: bool = False) 
         cluster = simcluster.SimCluster(name)
         if kubeconfig:
             print(cluster.kubeconfig)
+            return
+        if bin_dir:
+            print(simcluster.sim_home() / "bin")
             return
         status = cluster.status()
         if not status.components:
