@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def preflight() -> str:
             "the docker CLI is not installed; kind runs its nodes through it",
             hint=dockerapi.INSTALL_HINT,
         )
-    dockerapi.client(timeout=10)
+    dockerapi.client(timeout=10).close()
     return binary
 
 
@@ -152,10 +153,23 @@ def clusters(binary: str | None = None) -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+@contextmanager
+def _docker(given: Any | None = None) -> Iterator[Any]:
+    """``given``, or a new Docker client that is closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    client = dockerapi.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def node_containers(cluster: str, docker: Any | None = None) -> list[Any]:
     """The Docker containers that are the nodes of ``cluster``, sorted by name."""
-    docker = docker or dockerapi.client()
-    found = docker.containers.list(all=True, filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}"})
+    with _docker(docker) as api:
+        found = api.containers.list(all=True, filters={"label": f"{KIND_CLUSTER_LABEL}={cluster}"})
     return sorted(found, key=lambda c: c.name)
 
 
@@ -219,10 +233,9 @@ def create(
 ) -> CreateResult:
     """Create the cluster unless it exists, then wait until every node is Ready."""
     binary = binary or preflight()
-    docker = dockerapi.client()
     context = f"kind-{name}"
     if name in clusters(binary):
-        nodes = [c.name for c in node_containers(name, docker)]
+        nodes = [c.name for c in node_containers(name)]
         progress(f"The kind cluster {name} already exists ({len(nodes)} nodes); not recreating it.")
         return CreateResult(name, False, nodes, results_dir.resolve(), context)
 
@@ -250,7 +263,7 @@ def create(
         raise
     finally:
         rendered.unlink(missing_ok=True)
-    nodes = [c.name for c in node_containers(name, docker)]
+    nodes = [c.name for c in node_containers(name)]
     progress(f"Waiting for the {len(nodes)} nodes of {name} to be Ready.")
     wait_nodes_ready(context, kubeconfig, expected=config_node_count(config), timeout=timeout)
     return CreateResult(name, True, nodes, results_dir.resolve(), context)
@@ -324,9 +337,9 @@ def local_image_id(image: str, docker: Any | None = None) -> str:
     """The id of ``image`` in the local Docker daemon, or :class:`PreflightError`."""
     from docker.errors import ImageNotFound
 
-    docker = docker or dockerapi.client()
     try:
-        return str(docker.images.get(image).id)
+        with _docker(docker) as api:
+            return str(api.images.get(image).id)
     except ImageNotFound as exc:
         raise PreflightError(
             f"the image {image} is not in the local Docker daemon",
@@ -342,7 +355,11 @@ def load(
 ) -> list[NodeLoad]:
     """Load ``image`` into the worker nodes of ``cluster`` that do not hold this exact build."""
     binary = binary or preflight()
-    docker = dockerapi.client()
+    with _docker() as docker:
+        return _load(image, cluster, timeout, binary, docker)
+
+
+def _load(image: str, cluster: str, timeout: float, binary: str, docker: Any) -> list[NodeLoad]:
     wanted = local_image_id(image, docker)
     containers = node_containers(cluster, docker)
     if not containers:
@@ -401,13 +418,13 @@ def load_lines(outcomes: list[NodeLoad]) -> list[str]:
 
 def images_on_nodes(cluster: str, image: str, docker: Any | None = None) -> dict[str, bool]:
     """For each running worker node of ``cluster``: whether it holds this build of ``image``."""
-    docker = docker or dockerapi.client()
-    wanted = local_image_id(image, docker)
-    return {
-        c.name: node_image_id(c, image) == wanted
-        for c in node_containers(cluster, docker)
-        if _role(c) == "worker" and c.status == "running"
-    }
+    with _docker(docker) as api:
+        wanted = local_image_id(image, api)
+        return {
+            c.name: node_image_id(c, image) == wanted
+            for c in node_containers(cluster, api)
+            if _role(c) == "worker" and c.status == "running"
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -421,7 +438,11 @@ def status(
     kubeconfig: str | None = None,
 ) -> ClusterStatus:
     """Nodes, roles, Kubernetes versions, readiness and whether each holds ``image``."""
-    docker = dockerapi.client()
+    with _docker() as docker:
+        return _status(image, cluster, kubeconfig, docker)
+
+
+def _status(image: str, cluster: str, kubeconfig: str | None, docker: Any) -> ClusterStatus:
     containers = node_containers(cluster, docker)
     result = ClusterStatus(cluster, bool(containers), image)
     if not containers:
@@ -500,3 +521,16 @@ def delete(
         args += ["--kubeconfig", kubeconfig]
     run_kind(args, timeout=300, binary=binary)
     return True
+
+
+def load_image(
+    image: str,
+    cluster: str = DEFAULT_CLUSTER,
+    echo: Callable[[str], None] | None = None,
+) -> list[NodeLoad]:
+    """:func:`load`, then one line per node through ``echo`` (INFO log lines by default)."""
+    outcomes = load(image, cluster)
+    say = echo or (lambda line: logger.info("{}", line))
+    for line in load_lines(outcomes):
+        say(line)
+    return outcomes

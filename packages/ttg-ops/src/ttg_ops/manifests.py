@@ -189,12 +189,17 @@ def render_job(
     results: ResultsVolume | None = None,
     server_version: tuple[int, int] = SCHEMA_MAX,
     node_selector: dict[str, str] | None = None,
+    pod_annotations: dict[str, str] | None = None,
     backoff: int = DEFAULT_BACKOFF,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     created_at: float | None = None,
     manifest: Path | None = None,
 ) -> dict[str, Any]:
-    """The Indexed Job for ``spec``, as a dict ready for ``create_namespaced_job``."""
+    """The Indexed Job for ``spec``, as a dict ready for ``create_namespaced_job``.
+
+    ``server_version`` picks the retry fields; ``node_selector`` and
+    ``pod_annotations`` are copied to the pod template as given.
+    """
     check_name(namespace, "namespace")
     pull_policy = check_pull_policy(pull_policy)
     check_spread(anti_affinity)
@@ -224,7 +229,10 @@ def render_job(
     _set_retries(job_spec, spec.workers, backoff, server_version)
 
     template = job_spec.setdefault("template", {})
-    template.setdefault("metadata", {})["labels"] = dict(run_labels)
+    template_meta = template.setdefault("metadata", {})
+    template_meta["labels"] = dict(run_labels)
+    if pod_annotations:
+        template_meta["annotations"] = dict(pod_annotations)
     pod = template.setdefault("spec", {})
     pod["restartPolicy"] = "Never"
     pod["affinity"] = _anti_affinity(anti_affinity, spec.run_id)
