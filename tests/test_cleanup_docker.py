@@ -361,3 +361,27 @@ def test_on_a_terminal_cleanup_asks_and_yes_deletes_in_colour(docker_world: Dock
     assert "Removed 4 of 4 planned objects." in output
     assert "\x1b[32m" in output or "\x1b[1;32m" in output  # green on a real terminal
     _assert_only_ttg_objects_are_gone(docker_world, made)
+
+
+def test_kind_node_made_from_a_ttg_image_is_left_to_the_kind_layer(
+    docker_world: DockerWorld,
+) -> None:
+    from ttg_ops.kind import KIND_CLUSTER_LABEL, KIND_ROLE_LABEL
+
+    s = docker_world.session
+    image = docker_world.image(f"ttg-test-{s}/base:v1", ttg=True)
+    # The node inherits TTG's labels from its image, but it is a node of a
+    # kind cluster that is not TTG's (no TTG node label, another name).
+    node = docker_world.container(
+        image,
+        f"other-{s}-control-plane",
+        ttg=False,
+        extra={KIND_CLUSTER_LABEL: f"other-{s}", KIND_ROLE_LABEL: "control-plane"},
+    )
+
+    report = cleanup.execute(cleanup.plan(kubeconfig=NO_KUBECONFIG, scope=docker_world.scope))
+
+    assert [(o.action.kind, o.result) for o in report.outcomes] == [("image", FAILED)]
+    assert f"a node of kind cluster other-{s}" in report.outcomes[0].reason
+    assert docker_world.exists("container", node.id)
+    assert docker_world.exists("image", image.id)

@@ -34,6 +34,7 @@ from ttg_ops.inventory import (
     is_ttg_docker,
     is_ttg_k8s,
 )
+from ttg_ops.kind import KIND_CLUSTER_LABEL
 
 KUBERNETES = "kubernetes"
 KIND = "kind"
@@ -576,7 +577,11 @@ class _Executor:
     @staticmethod
     def _describe_container(entry: dict[str, Any]) -> str:
         name = (entry.get("Names") or ["?"])[0].lstrip("/")
-        owner = "TTG's" if is_ttg_docker(entry.get("Labels")) else "not TTG's"
+        found = entry.get("Labels") or {}
+        if KIND_CLUSTER_LABEL in found:
+            owner = f"a node of kind cluster {found[KIND_CLUSTER_LABEL]}"
+        else:
+            owner = "TTG's" if is_ttg_docker(found) else "not TTG's"
         return f"container {name} ({owner})"
 
 

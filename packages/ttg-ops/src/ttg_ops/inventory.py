@@ -336,9 +336,12 @@ def docker_objects(client: Any, scope: Scope) -> DockerSection:
             if parent in listed:
                 image.built_on.append(parent)
             parent, seen = parents.get(parent, ""), seen + 1
+    # A kind node made from a TTG image inherits TTG's labels; nodes belong to
+    # the kind layer, which deletes a cluster only when it is TTG's.
     containers = [
         _container_info(container)
         for container in client.containers.list(all=True, filters=filters)
+        if KIND_CLUSTER_LABEL not in (container.labels or {})
     ]
     images.sort(key=lambda image: (image.repository, image.created))
     containers.sort(key=lambda container: container.name)
