@@ -107,7 +107,6 @@ class DockerBackend:
 
     def launch(self, spec: RunSpec, run_dir: Path) -> None:
         """Create and start one container per index; results go under ``run_dir / "results"``."""
-
         from ttg_ops.images import image_tag
 
         image = self.image or f"{labels.IMAGE_REPOSITORY}:{image_tag(spec.version)}"
