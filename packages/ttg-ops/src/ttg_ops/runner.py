@@ -18,15 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from rich.console import Console
 from ttg_logging.grammar import parse_line
 
 from ttg_ops.backends.base import FAILED, MISSING, PENDING, RUNNING, Backend
 from ttg_ops.errors import ConfigError
-from ttg_ops.follow import Tracker, make_view
 from ttg_ops.report import (
     attach_results,
     build_report,
@@ -46,6 +44,11 @@ from ttg_ops.results import (
     spec_space_size,
 )
 from ttg_ops.spec import RunSpec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ttg_ops.follow import Tracker
 
 # Called with (backend, index, line) for every worker line: failure drills and tests.
 LineHook = Callable[[Backend, int, str], None]
@@ -142,21 +145,25 @@ def run(
     ``interrupted``. The caller decides the exit code from
     ``report["status"]``.
     """
-    console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    tracker = Tracker(spec.workers, shard_totals(spec))
     lines_by_index: dict[int, list[str]] = {i: [] for i in range(spec.workers)}
     interrupted = False
     created_at = time.time()
     with _sigterm_as_interrupt():
         try:
-            # Start the workers first: their interpreters start while the display is set up.
+            # Start the workers first: their interpreters start while the display (and
+            # rich, imported only now) is set up.
             try:
                 backend.launch(spec, run_dir)
             except KeyboardInterrupt:
                 interrupted = True
+            from rich.console import Console
+
+            from ttg_ops.follow import Tracker, make_view
+
+            console = console or Console()
+            tracker = Tracker(spec.workers, shard_totals(spec))
             console.print(
                 f"Run {spec.run_id}: {spec.workers} {backend.name} workers, task {spec.task}, "
                 f"results in {run_dir}.",
@@ -249,8 +256,10 @@ def rerun_failed(
     report = load_report(run_dir)
     merge = merge_results(run_dir)
     spec = rerun_spec(report, merge, whole_shards=whole_shards, workers=workers)
-    console = console or Console()
     if spec is None:
+        from rich.console import Console
+
+        console = console or Console()
         console.print(f"Run {merge.run_id} is complete: nothing to rerun.", highlight=False)
         return None, merge
     logger.info(
