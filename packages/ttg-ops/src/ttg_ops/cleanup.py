@@ -119,40 +119,25 @@ class Plan:
         """One line per action, in execution order."""
         return [f"{verb} {action.describe()}" for action in self.actions]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "context": self.context,
-            "cluster": self.cluster,
-            "scope": str(self.scope),
-            "propagation": self.propagation,
-            "actions": [
-                {
-                    "layer": a.layer,
-                    "kind": a.kind,
-                    "name": a.name,
-                    "namespace": a.namespace,
-                    "ref": a.ref,
-                    "detail": a.detail,
-                }
-                for a in self.actions
-            ],
-            "kept": list(self.kept),
-        }
-
 
 @dataclass
 class Outcome:
+    """What happened to one planned object: removed, already gone, or failed (with why)."""
+
     action: Action
     result: str
     reason: str = ""
 
     def line(self) -> str:
+        """``removed: Docker container ttg-run-0 (exited)``."""
         text = f"{self.result}: {self.action.describe()}"
         return f"{text}: {self.reason}" if self.reason else text
 
 
 @dataclass
 class CleanupReport:
+    """The outcomes of one executed plan, in execution order."""
+
     outcomes: list[Outcome] = field(default_factory=list)
 
     @property
