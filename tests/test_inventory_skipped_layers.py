@@ -1,4 +1,4 @@
-"""The Kubernetes layer is skipped with a note, quickly, when the cluster is absent or silent."""
+"""A layer that is absent or silent is skipped with a note, quickly, never with a traceback."""
 
 from __future__ import annotations
 
@@ -86,3 +86,38 @@ def test_timeout_must_be_positive() -> None:
 
     with pytest.raises(ConfigError, match="timeout must be more than 0 seconds"):
         inventory.collect(timeout=0)
+
+
+def test_without_docker_both_tasks_skip_it_and_exit_zero(tmp_path: Path) -> None:
+    import json
+    import os
+
+    import jsonschema
+
+    from tests.test_inventory_helpers import ROOT, inv
+
+    env = {
+        **os.environ,
+        # Scoped as well, so that a daemon answering by mistake finds nothing to delete.
+        inventory.SCOPE_ENV: f"ttg.test-session={tmp_path.name[-20:].strip('-_.') or 'x'}",
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+    }
+    schema = json.loads((ROOT / "docs" / "schemas" / "resources.schema.json").read_text())
+
+    listed = inv("resources", "--json", env=env)
+    cleaned = inv("cleanup", "--yes", env=env)
+
+    assert listed.returncode == 0, listed.stderr
+    document = json.loads(listed.stdout)
+    jsonschema.validate(document, schema)
+    assert document["docker"]["available"] is False
+    assert "Docker daemon does not answer" in document["docker"]["note"]
+    assert document["summary"]["docker"] == {
+        "images": None,
+        "containers": None,
+        "kind_clusters": None,
+    }
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "Nothing of TTG's to delete." in cleaned.stdout
+    assert "Docker is left alone: skipped: the Docker daemon does not answer" in cleaned.stdout
