@@ -321,10 +321,23 @@ def _container_info(container: Any) -> ContainerInfo:
     )
 
 
+def _images(client: Any, filters: dict[str, list[str]]) -> list[Any]:
+    """Images matching ``filters``, skipping any that another process removes meanwhile."""
+    from docker.errors import NotFound
+
+    found = []
+    for entry in client.api.images(filters=filters):
+        try:
+            found.append(client.images.get(entry["Id"]))
+        except NotFound:
+            logger.debug("The image {} was removed while it was being listed.", entry["Id"])
+    return found
+
+
 def docker_objects(client: Any, scope: Scope) -> DockerSection:
     """TTG's images and containers, selected by TTG's project label (and the scope)."""
     filters = scope.docker_filters()
-    images = [_image_info(image) for image in client.images.list(filters=filters)]
+    images = [_image_info(image) for image in _images(client, filters)]
     # An image built on another TTG image (the worker on TTG's base, with the
     # classic builder) must be removed first; record which listed images are
     # among its ancestors, through the parent chain of every local image.
@@ -340,7 +353,7 @@ def docker_objects(client: Any, scope: Scope) -> DockerSection:
     # the kind layer, which deletes a cluster only when it is TTG's.
     containers = [
         _container_info(container)
-        for container in client.containers.list(all=True, filters=filters)
+        for container in client.containers.list(all=True, filters=filters, ignore_removed=True)
         if KIND_CLUSTER_LABEL not in (container.labels or {})
     ]
     images.sort(key=lambda image: (image.repository, image.created))
@@ -381,7 +394,7 @@ def kind_clusters(
     section = KindSection(available=True, cluster=cluster)
     filters = {"label": [KIND_CLUSTER_LABEL, *scope.docker_labels()]}
     by_cluster: dict[str, list[Any]] = {}
-    for container in client.containers.list(all=True, filters=filters):
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         name = (container.labels or {}).get(KIND_CLUSTER_LABEL, "")
         by_cluster.setdefault(name, []).append(container)
 
