@@ -4,8 +4,9 @@
 ``.kubeconfig`` (path, str), ``.context`` (``kind-ttg-cluster``), ``.api_client()``,
 ``.worker_names``, ``.control_plane_name`` and ``.serve_logs(namespace, pod, file)``.
 It skips (or fails under ``TTG_REQUIRE_CLUSTER=1``) when the binaries are missing or
-the control plane does not start. ``sim_namespace`` is a fresh namespace per test,
-deleted afterwards. docs/TESTING.md describes both.
+the control plane does not start; ``TTG_SIM_REUSE=1`` uses a cluster already started
+with ``inv cluster.sim-up`` instead of starting one. ``sim_namespace`` is a fresh
+namespace per test, deleted afterwards. docs/TESTING.md describes both.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from ttg_ops.simcluster import SimCluster, build, missing
 
     from tests.conftest import require_or_skip
+
+    if os.environ.get("TTG_SIM_REUSE") == "1":
+        running = SimCluster()
+        if running.status().api_ready:
+            # A cluster from `inv cluster.sim-up`: use it and leave it running.
+            yield running
+            return
 
     required = os.environ.get("TTG_REQUIRE_CLUSTER") == "1"
     absent = missing()

@@ -9,6 +9,8 @@ leaves no process behind.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -328,6 +330,42 @@ def test_stopping_leaves_no_process_behind(sim_cluster: Any, tmp_path: Path) -> 
     assert not other.status().components
     # The shared cluster is untouched.
     assert sim_cluster.status().running
+
+
+_ORPHAN_SCRIPT = """
+import sys
+from ttg_ops.simcluster import SimCluster
+cluster = SimCluster("ttg-orphancheck", run_dir=sys.argv[1], workers=1)
+cluster.start()
+print(" ".join(str(c.pid) for c in cluster.status().components), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_killed_owner_takes_the_cluster_with_it(sim_cluster: Any, tmp_path: Path) -> None:
+    # A test process killed with SIGKILL runs no finaliser and no atexit hook; the
+    # components still die with it (parent-death signal).
+    with subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(tmp_path / "run")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            pids = [int(p) for p in owner.stdout.readline().split()]
+            assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+        finally:
+            owner.kill()
+            owner.wait(timeout=10)
+
+    _wait_for(
+        "the components of a killed owner to exit",
+        lambda: not [pid for pid in pids if Path(f"/proc/{pid}").exists()],
+        timeout=10,
+    )
 
 
 @pytest.mark.cluster

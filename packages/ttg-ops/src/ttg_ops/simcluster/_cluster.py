@@ -133,9 +133,13 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the process that started it dies."""
+    """In the child before exec: get SIGKILL when the process that started it dies.
+
+    SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown can wait for an etcd that
+    received the same signal, and a throw-away cluster has nothing to save.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _b64(path: Path) -> str:
