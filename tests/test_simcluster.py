@@ -306,6 +306,38 @@ def test_pod_log_reads_back_the_served_file(
 
 
 @pytest.mark.cluster
+def test_following_a_running_pod_streams_appended_lines(
+    sim_cluster: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    batch, core = _apis(sim_cluster)
+    batch.create_namespaced_job(
+        sim_namespace, _job("chatty", 1, annotations={RUN_DURATION: "10m"}, anti_affinity=False)
+    )
+    (pod,) = _wait_for(
+        "pod of Job chatty to be Running",
+        lambda: [
+            p.metadata.name
+            for p in _pods(core, sim_namespace, "chatty")
+            if p.status.phase == "Running"
+        ],
+    )
+    first = tmp_path / "first.log"
+    first.write_text("first line\n")
+    sim_cluster.serve_logs(sim_namespace, pod, first)
+
+    response = core.read_namespaced_pod_log(
+        pod, sim_namespace, follow=True, _preload_content=False, _request_timeout=20
+    )
+    try:
+        lines = iter(response)
+        assert next(lines) == b"first line\n"
+        sim_cluster.append_log(sim_namespace, pod, "second line\n")
+        assert next(lines) == b"second line\n"
+    finally:
+        response.release_conn()
+
+
+@pytest.mark.cluster
 def test_status_reports_every_component_running_and_its_memory(sim_cluster: Any) -> None:
     status = sim_cluster.status()
     names = [c.name for c in status.components]

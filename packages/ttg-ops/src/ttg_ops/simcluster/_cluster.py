@@ -702,11 +702,10 @@ class SimCluster:
         else:
             pods = [pod]
 
-        served_dir = self.run_dir / "pod-logs"
-        served_dir.mkdir(exist_ok=True)
         text = source.read_text(errors="replace")
         for name in pods:
-            target = served_dir / f"{namespace}_{name}.log"
+            target = self._served_log(namespace, name)
+            target.parent.mkdir(exist_ok=True)
             target.write_text(_kwok.cri_log(text, stream))
             body = _kwok.logs_manifest(namespace, name, target)
             with contextlib.suppress(TTGError), api_errors(f"replacing the Logs of pod {name}"):
@@ -720,6 +719,21 @@ class SimCluster:
         for name in pods:
             self._wait_log_served(core, namespace, name, timeout)
         return pods
+
+    def _served_log(self, namespace: str, pod: str) -> Path:
+        return self.run_dir / "pod-logs" / f"{namespace}_{pod}.log"
+
+    def append_log(self, namespace: str, pod: str, text: str, stream: str = "stdout") -> None:
+        """Add lines to a log that :meth:`serve_logs` serves; a ``follow`` reader sees them.
+
+        kwok never ends a ``follow=True`` stream by itself (it cannot tell that a
+        container stopped): the reader closes it, as TTG does once the pod has finished.
+        """
+        target = self._served_log(namespace, pod)
+        if not target.is_file():
+            raise TTGError(f"no log is served for pod {namespace}/{pod}; call serve_logs first")
+        with target.open("a") as handle:
+            handle.write(_kwok.cri_log(text, stream))
 
     def _wait_log_served(self, core: Any, namespace: str, pod: str, timeout: float) -> None:
         from kubernetes.client.exceptions import ApiException
