@@ -34,6 +34,7 @@ import time
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from ttg_logging import configure
@@ -47,10 +48,39 @@ TARGET_EFFICIENCY = 0.90
 TARGET_POOL_RATIO = 1.05
 
 
+def breakdown(report: dict[str, Any], start: float, end: float) -> dict[str, float]:
+    """Where one run's wall time went, from its report (seconds).
+
+    ``start-up``: from the call to the slowest worker's first batch starting
+    (interpreter, imports, configuration); ``compute``: the slowest worker's
+    batches; ``wind-down``: from its last batch to its process exit (summary,
+    interpreter shutdown); ``report``: from the last exit to ``run`` returning
+    (report, merge, writes).
+    """
+    firsts, lasts = [], []
+    for worker in report["workers"]:
+        batches = worker["batches"]
+        firsts.append(batches[0]["end"] - batches[0]["batch_time"])
+        lasts.append(batches[-1]["end"])
+    exits = [w["finished_at"] for w in report["workers"]]
+    return {
+        "start-up": max(firsts) - start,
+        "compute": max(lasts) - max(firsts),
+        "wind-down": max(exits) - max(lasts),
+        "report": end - max(exits),
+    }
+
+
 def time_run(  # noqa: PLR0917 - one value per benchmark setting
-    params: int, workers: int, cost_ms: float, batch: int, runs: Path, n: int
+    params: int,
+    workers: int,
+    cost_ms: float,
+    batch: int,
+    runs: Path,
+    n: int,
+    phases: list[dict[str, float]],
 ) -> float:
-    """Seconds for one :func:`ttg_ops.runner.run` on local processes."""
+    """Seconds for one :func:`ttg_ops.runner.run` on local processes; adds its breakdown."""
     spec = RunSpec(
         workers=workers,
         params=params,
@@ -58,9 +88,10 @@ def time_run(  # noqa: PLR0917 - one value per benchmark setting
         task_options={"cost_ms": cost_ms},
         run_id=f"bench-{n}",
     )
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), time.time()
     report = run(spec, ProcessBackend(), runs / spec.run_id, console=Console(file=io.StringIO()))
     elapsed = time.perf_counter() - start
+    phases.append(breakdown(report, wall, wall + elapsed))
     if report["status"] != "succeeded" or not report["results"]["complete"]:
         raise SystemExit(f"benchmark run {spec.run_id} did not succeed: {report['status']}")
     return elapsed
@@ -114,6 +145,7 @@ def main() -> None:
         f"Pool chunksize {args.chunksize}; {args.repeats} repeats"
     )
     timings: dict[str, list[float]] = {"pool": [], "run": []}
+    phases: list[dict[str, float]] = []
     if not args.no_cli:
         timings["cli"] = []
     with tempfile.TemporaryDirectory(prefix="ttg-bench-") as tmp:
@@ -123,7 +155,7 @@ def main() -> None:
                 time_pool(args.params, args.workers, args.cost_ms, args.chunksize)
             )
             timings["run"].append(
-                time_run(args.params, args.workers, args.cost_ms, args.batch_size, runs, n)
+                time_run(args.params, args.workers, args.cost_ms, args.batch_size, runs, n, phases)
             )
             if "cli" in timings:
                 timings["cli"].append(
@@ -139,6 +171,12 @@ def main() -> None:
     for name, values in timings.items():
         median = statistics.median(values)
         print(f"{name:<6}{median:>10.3f}{ideal / median:>12.3f}{median / pool:>10.3f}")
+    print(
+        "run path, median seconds per phase: "
+        + ", ".join(
+            f"{name} {statistics.median(p[name] for p in phases):.3f}" for name in phases[0]
+        )
+    )
     run_median = statistics.median(timings["run"])
     efficiency, ratio = ideal / run_median, run_median / pool
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
