@@ -69,11 +69,17 @@ def build(  # noqa: PLR0917 - invoke passes every flag as a parameter
 
     Example: inv build --version=1.2.0 --load-kind
     """
+    from rich.console import Console
     from ttg_ops import images
 
-    with _user_errors():
+    with _user_errors(), Console(stderr=True).status("Preparing the build.") as status:
         result = images.build_image(
-            version, base=base or None, verbose=verbose, nocache=no_cache, echo=print
+            version,
+            base=base or None,
+            verbose=verbose,
+            nocache=no_cache,
+            echo=print,
+            on_step=None if verbose else lambda step: status.update(step.split("\\n")[0][:72]),
         )
         print(f"Built {', '.join(result.tags)}")
         print(f"  image id:   {result.image_id}")

@@ -595,8 +595,13 @@ def _sync_tree(root: Path, files: dict[str, bytes]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[str, list[str]]:
-    """Follow a decoded build stream; return the image id, or raise with the log tail."""
+def _stream_build(
+    chunks: Iterator[dict[str, Any]], echo: Echo | None, on_step: Echo | None = None
+) -> tuple[str, list[str]]:
+    """Follow a decoded build stream; return the image id, or raise with the log tail.
+
+    ``echo`` gets every output line, ``on_step`` only the ``Step i/n : ...`` lines.
+    """
     log: list[str] = []
     image_id = ""
     failure: str | None = None
@@ -607,6 +612,8 @@ def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[
                     log.append(line.rstrip())
                     if echo is not None:
                         echo(line.rstrip())
+                    if on_step is not None and line.startswith("Step "):
+                        on_step(line.rstrip())
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("ID"):
             image_id = str(aux["ID"])
@@ -635,9 +642,11 @@ def _stream_build(chunks: Iterator[dict[str, Any]], echo: Echo | None) -> tuple[
 def run_build(
     client: Any,
     context: Path,
+    *,
     buildargs: dict[str, str] | None = None,
     nocache: bool = False,
     echo: Echo | None = None,
+    on_step: Echo | None = None,
 ) -> str:
     """Build ``context`` with the streaming API and return the image id, untagged.
 
@@ -656,7 +665,7 @@ def run_build(
         pull=False,
         nocache=nocache,
     )
-    image_id, _log = _stream_build(chunks, echo)
+    image_id, _log = _stream_build(chunks, echo, on_step)
     return image_id
 
 
@@ -668,11 +677,14 @@ def build_image(
     verbose: bool = False,
     nocache: bool = False,
     echo: Echo | None = None,
+    on_step: Echo | None = None,
     root: Path | None = None,
     timeout: int = 1800,
 ) -> BuildResult:
     """Build the worker image for ``version`` and tag it ``ttg-worker:v<version>`` and ``latest``.
 
+    ``echo`` gets progress sentences (and, with ``verbose``, the whole build
+    output); ``on_step`` gets each ``Step i/n`` line, for a status display.
     ``tags`` replaces the default tags (tests use a throwaway tag). Tags are
     applied only after the build succeeded, so a failed build leaves no
     half-tagged image; ``forcerm`` removes the intermediate containers even
@@ -700,6 +712,7 @@ def build_image(
             verbose=verbose,
             nocache=nocache,
             say=say,
+            on_step=on_step,
             checkout=checkout,
         )
 
@@ -713,6 +726,7 @@ def _build_with(
     verbose: bool,
     nocache: bool,
     say: Echo,
+    on_step: Echo | None,
     checkout: Path,
 ) -> BuildResult:
     chosen = resolve_base(client, base, echo=say)
@@ -727,6 +741,7 @@ def _build_with(
         buildargs={"BASE_IMAGE": chosen, **label_build_args(image_labels_)},
         nocache=nocache,
         echo=say if verbose else None,
+        on_step=on_step,
     )
     image = client.images.get(image_id)
     got = image.labels or {}
