@@ -378,6 +378,8 @@ def results(c: Context, run_id: str = "latest", runs_dir: str = "") -> None:
         "whole_shards": "redo the whole shard of each failed worker, not only what is missing",
         "workers": "workers for the follow-up run (default: fewer when few parameters are left)",
         "logs": "print every worker line above the progress display",
+        "backend": "where the follow-up runs: process or docker (default: as the run did)",
+        "image": "worker image for --backend docker (default ttg-worker:v<version>)",
         "runs_dir": _RUNS_HELP,
     }
 )
@@ -388,25 +390,27 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
     whole_shards: bool = False,
     workers: str = "",
     logs: bool = False,
+    backend: str = "",
+    image: str = "",
     runs_dir: str = "",
 ) -> None:
     """Rerun what a local run left missing or failed, then merge and account again.
 
     Example: inv rerun --failed --run-id latest
     """
-    from ttg_ops.backends.process import ProcessBackend
     from ttg_ops.errors import ConfigError
     from ttg_ops.report import load_report, print_report, print_results, resolve_run_dir
-    from ttg_ops.runner import parse_whole, rerun_failed
+    from ttg_ops.runner import make_backend, parse_whole, rerun_failed
 
     with _user_errors():
         if not failed:
             raise ConfigError("say what to rerun: --failed is the only mode")
         run_dir = resolve_run_dir(_runs_root(runs_dir), run_id)
+        chosen = make_backend(backend or load_report(run_dir)["backend"], image=image)
         _tooling_logs()
         follow_up, merge = rerun_failed(
             run_dir,
-            ProcessBackend(),
+            chosen,
             whole_shards=whole_shards,
             workers=parse_whole("workers", workers) if workers else None,
             show_logs=logs,
