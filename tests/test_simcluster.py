@@ -337,6 +337,64 @@ def test_following_a_running_pod_streams_appended_lines(
         response.release_conn()
 
 
+_PLAYER = (
+    "import os, sys; "
+    "print('index', os.environ['JOB_COMPLETION_INDEX'], 'pod', os.environ['POD_NAME']); "
+    "print('node', os.environ['NODE_NAME'], 'greeting', os.environ['GREETING']); "
+    "print('local', os.environ['LOCAL_ONLY'], file=sys.stderr); "
+    "sys.exit(int(os.environ['JOB_COMPLETION_INDEX']) * 3)"
+)
+
+
+@pytest.mark.cluster
+def test_local_process_plays_a_pod_with_its_environment_output_and_exit_code(
+    sim_cluster: Any, sim_namespace: str
+) -> None:
+    batch, core = _apis(sim_cluster)
+    job = _job("played", 2, annotations={RUN_DURATION: "10m"}, backoff_limit_per_index=0)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    batch.create_namespaced_job(sim_namespace, job)
+    pods = _wait_for(
+        "both pods of Job played to be Running",
+        lambda: [
+            p
+            for p in _pods(core, sim_namespace, "played")
+            if p.status.phase == "Running" and len(_pods(core, sim_namespace, "played")) == 2
+        ],
+    )
+    by_index = {p.metadata.annotations[INDEX_ANNOTATION]: p for p in pods}
+
+    for index, pod in sorted(by_index.items()):
+        done = sim_cluster.run_in_pod(
+            sim_namespace,
+            pod.metadata.name,
+            [sys.executable, "-c", _PLAYER],
+            env={"LOCAL_ONLY": "yes"},
+        )
+        assert done.returncode == int(index) * 3
+        expected = (
+            f"index {index} pod {pod.metadata.name}\n"
+            f"node {pod.spec.node_name} greeting hello\nlocal yes\n"
+        )
+        log = core.read_namespaced_pod_log(pod.metadata.name, sim_namespace, _preload_content=False)
+        assert log.data.decode() == expected
+
+    _wait_for(
+        "Job played to be Failed", lambda: _condition(batch, sim_namespace, "played", "Failed")
+    )
+    final = {
+        p.metadata.annotations[INDEX_ANNOTATION]: p for p in _pods(core, sim_namespace, "played")
+    }
+    assert final["0"].status.phase == "Succeeded"
+    assert final["1"].status.phase == "Failed"
+    assert final["1"].status.container_statuses[0].state.terminated.exit_code == 3
+
+
 @pytest.mark.cluster
 def test_status_reports_every_component_running_and_its_memory(sim_cluster: Any) -> None:
     status = sim_cluster.status()

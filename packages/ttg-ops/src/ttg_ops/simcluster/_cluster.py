@@ -720,6 +720,82 @@ class SimCluster:
             self._wait_log_served(core, namespace, name, timeout)
         return pods
 
+    def pod_environment(
+        self, namespace: str, pod: str, container: str | None = None
+    ) -> dict[str, str]:
+        """The environment a kubelet would give a container of ``pod``.
+
+        Plain values, downward API fields, ConfigMap and Secret keys: for a Job's pod,
+        ``JOB_COMPLETION_INDEX`` as the Job controller set it.
+        """
+        from kubernetes import client
+
+        from ttg_ops.k8s import api_errors
+        from ttg_ops.simcluster._pods import container_environment
+
+        core: Any = client.CoreV1Api(self.api_client())
+        with api_errors(f"reading pod {namespace}/{pod}", self.context):
+            live = core.read_namespaced_pod(pod, namespace)
+            return container_environment(core, live, container)
+
+    def finish_pod(self, namespace: str, pod: str, exit_code: int = 0) -> None:
+        """End a Running pod now: ``Succeeded`` for exit code 0, else ``Failed`` with it.
+
+        A pod that no Job owns only ends by failing: kwok completes Job pods alone.
+        """
+        from kubernetes import client
+
+        from ttg_ops.k8s import api_errors
+
+        annotations = {_kwok.RUN_DURATION: "0s", _kwok.EXIT_CODE: str(exit_code)}
+        labels = {_kwok.OUTCOME: "fail" if exit_code else "succeed"}
+        core: Any = client.CoreV1Api(self.api_client())
+        with api_errors(f"ending pod {namespace}/{pod}", self.context):
+            core.patch_namespaced_pod(
+                pod, namespace, {"metadata": {"labels": labels, "annotations": annotations}}
+            )
+
+    def run_in_pod(
+        self,
+        namespace: str,
+        pod: str,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = 300.0,
+        finish: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Play ``pod``'s container with a local process and make its output the pod's log.
+
+        ``command`` runs with this process's environment, the pod's container environment
+        (:meth:`pod_environment`) and ``env`` on top (e.g. a local ``TTG_OUTPUT_DIR``).
+        Its stdout and stderr, merged in order, become the log ``read_namespaced_pod_log``
+        returns; with ``finish`` the pod then ends with the command's exit code.
+        """
+        merged = {**os.environ, **self.pod_environment(namespace, pod), **(env or {})}
+        try:
+            done = subprocess.run(
+                command,
+                env=merged,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TTGError(
+                f"{command[0]} playing pod {namespace}/{pod} did not exit within {timeout:.0f} s"
+            ) from exc
+        output = self.run_dir / "pod-output" / f"{namespace}_{pod}.txt"
+        output.parent.mkdir(exist_ok=True)
+        output.write_text(done.stdout)
+        self.serve_logs(namespace, pod, output)
+        if finish:
+            self.finish_pod(namespace, pod, done.returncode)
+        return done
+
     def _served_log(self, namespace: str, pod: str) -> Path:
         return self.run_dir / "pod-logs" / f"{namespace}_{pod}.log"
 

@@ -23,7 +23,7 @@ FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_SELECTOR = f"{FAKE_NODE_ANNOTATION}=fake"
 
 # Test controls, as pod labels or annotations (a Job's template passes them on).
-OUTCOME = "ttg.io/sim-outcome"  # label or annotation; "fail" makes the pod fail
+OUTCOME = "ttg.io/sim-outcome"  # label or annotation: "fail" or "succeed" (overrides indexes)
 FAIL_INDEXES = "ttg.io/sim-fail-indexes"  # annotation; "0,2" fails those completion indexes
 EXIT_CODE = "ttg.io/sim-exit-code"  # annotation; exit code of a failing container (default 1)
 RUN_DURATION = "ttg.io/sim-run-duration"  # annotation; Go duration a pod stays Running
@@ -39,8 +39,9 @@ _OUTCOME_JQ = (
     ' | (.metadata.annotations["batch.kubernetes.io/job-completion-index"] // "") as $index'
     ' | ((.metadata.annotations["' + FAIL_INDEXES + '"] // "") | split(",")'
     ' | map(gsub("^\\\\s+|\\\\s+$"; ""))) as $failing'
-    ' | if $outcome == "fail" or ($index != "" and ($failing | any(. == $index)))'
-    ' then "fail" else "succeed" end'
+    ' | if $outcome == "succeed" then "succeed"'
+    ' elif $outcome == "fail" or ($index != "" and ($failing | any(. == $index))) then "fail"'
+    ' else "succeed" end'
 )
 
 _RUN_DELAY = f"""\
