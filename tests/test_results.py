@@ -165,6 +165,10 @@ def test_rerun_spec_covers_missing_and_errored_and_shrinks_workers(tmp_path: Pat
     assert (follow.task, follow.batch_size, follow.params) == ("simulate", 100, 2000)
     pinned = rerun_spec(report, merge, workers=2)
     assert pinned is not None and pinned.workers == 2
+    # A directory left by an earlier attempt (say it died before its report) is not reused.
+    (tmp_path / "parent-r1").mkdir()
+    again = rerun_spec(report, merge)
+    assert again is not None and again.run_id == "parent-r2"
 
 
 def test_rerun_spec_uses_one_worker_for_a_handful_of_parameters(tmp_path: Path) -> None:

@@ -448,7 +448,10 @@ def merge_results(run_dir: Path, *, expected: list[Range] | None = None) -> Merg
 # ---------------------------------------------------------------------------
 
 
-def _child_run_id(root_id: str, generation: int) -> str:
+def _child_run_id(root_id: str, generation: int, runs_root: Path) -> str:
+    """``<root>-r<n>`` for the first ``n >= generation`` whose directory is free."""
+    while (runs_root / f"{root_id}-r{generation}").exists():
+        generation += 1
     candidate = f"{root_id}-r{generation}"
     return candidate if _RUN_ID.match(candidate) else new_run_id()
 
@@ -502,6 +505,6 @@ def rerun_spec(
         base,
         workers=workers,
         only=format_ranges(todo),
-        run_id=_child_run_id(results.run_id, len(results.runs)),
+        run_id=_child_run_id(results.run_id, len(results.runs), results.merged_path.parent.parent),
         parent_run_id=str(report.get("run_id", "")),
     )
