@@ -21,7 +21,6 @@ import pytest
 import yaml
 from kubernetes import client
 from rich.console import Console
-
 from ttg_ops import k8s, labels, manifests
 from ttg_ops.backends import kubernetes as kube
 from ttg_ops.errors import ConfigError, PreflightError
