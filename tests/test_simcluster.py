@@ -9,6 +9,7 @@ leaves no process behind.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -456,6 +457,33 @@ def test_killed_owner_takes_the_cluster_with_it(sim_cluster: Any, tmp_path: Path
         lambda: not [pid for pid in pids if Path(f"/proc/{pid}").exists()],
         timeout=10,
     )
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_start_picks_new_ports_when_one_was_taken(
+    sim_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ttg_ops.simcluster import _cluster
+
+    real = _cluster._free_ports
+    calls: list[list[int]] = []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+
+        def first_port_taken(count: int) -> list[int]:
+            ports = real(count)
+            if not calls:
+                ports[0] = squatter.getsockname()[1]  # etcd's client port
+            calls.append(ports)
+            return ports
+
+        monkeypatch.setattr(_cluster, "_free_ports", first_port_taken)
+        other = SimCluster("ttg-portcheck", run_dir=tmp_path / "run", workers=1)
+        with other:
+            assert other.status().api_ready
+    assert len(calls) == 2
 
 
 @pytest.mark.cluster

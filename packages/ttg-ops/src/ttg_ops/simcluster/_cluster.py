@@ -45,6 +45,7 @@ from ttg_ops.simcluster._pki import Pair, Pki, make_pki
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
+START_ATTEMPTS = 2
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STATE_FILE = "state.json"
@@ -258,22 +259,35 @@ class SimCluster:
             )
         binaries = _build.binaries(self.home)
         started = time.monotonic()
-        if self.run_dir.exists():
-            shutil.rmtree(self.run_dir)
-        self.log_dir.mkdir(parents=True)
-        if not detach:
-            self._atexit = self.stop
-            atexit.register(self._atexit)
-        try:
-            self._start(binaries, detach, started)
-        except BaseException:
-            logger.error(
-                "The simulated cluster {} did not start; stopping what did. Logs are in {}.",
-                self.name,
-                self.log_dir,
-            )
-            self.stop()
-            raise
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.log_dir.mkdir(parents=True)
+            if not detach:
+                self._atexit = self.stop
+                atexit.register(self._atexit)
+            try:
+                self._start(binaries, detach, started)
+                break
+            except SimClusterError as exc:
+                # The free ports are picked before the components bind them; another
+                # program may take one in between. Pick new ones once.
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "A port of the simulated cluster {} was taken meanwhile; starting again "
+                    "with new ports.",
+                    self.name,
+                )
+            except BaseException:
+                logger.error(
+                    "The simulated cluster {} did not start; stopping what did. Logs are in {}.",
+                    self.name,
+                    self.log_dir,
+                )
+                self.stop()
+                raise
         self.timings["ready_s"] = time.monotonic() - started
         logger.info(
             "The simulated cluster {} is ready in {:.1f} s; kubeconfig {} context {}.",
