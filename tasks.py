@@ -79,7 +79,7 @@ def build(  # noqa: PLR0917 - invoke passes every flag as a parameter
             verbose=verbose,
             nocache=no_cache,
             echo=print,
-            on_step=None if verbose else lambda step: status.update(step.split("\\n")[0][:72]),
+            on_step=None if verbose else lambda step: status.update(step.splitlines()[0][:72]),
         )
         print(f"Built {', '.join(result.tags)}")
         print(f"  image id:   {result.image_id}")
