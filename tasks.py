@@ -437,6 +437,13 @@ _SIM_NAME_HELP = (
 )
 
 
+def _sim_logs() -> None:
+    """Show the simulated cluster's lifecycle (build steps, start) on stderr, without DEBUG."""
+    from ttg_logging import configure
+
+    configure("ttg", "INFO", "text", stream=sys.stderr)
+
+
 @task(help={"force": "rebuild even when binaries of the pinned versions are cached"})
 def sim_build(c: Context, force: bool = False) -> None:
     """Build (or reuse) the simulated cluster's binaries: Kubernetes, kwok and kind.
@@ -448,6 +455,7 @@ def sim_build(c: Context, force: bool = False) -> None:
     from ttg_ops import simcluster
 
     with _user_errors():
+        _sim_logs()
         started = time.monotonic()
         built = simcluster.build(force=force)
         pins = ", ".join(f"{k} {v}" for k, v in simcluster.versions().items())
@@ -478,6 +486,7 @@ def sim_up(
     from ttg_ops import simcluster
 
     with _user_errors():
+        _sim_logs()
         simcluster.build()
         cluster = simcluster.SimCluster(
             name, context=context or None, workers=workers, ready_timeout=timeout
@@ -501,6 +510,7 @@ def sim_down(c: Context, name: str = "ttg-cluster") -> None:
     from ttg_ops import simcluster
 
     with _user_errors():
+        _sim_logs()
         cluster = simcluster.SimCluster(name)
         running = [s.name for s in cluster.status().components if s.alive]
         cluster.stop()
