@@ -275,7 +275,8 @@ def _finish(report: dict[str, Any]) -> None:
         "space": "parameter space file: grid .yaml/.yml/.json, .jsonl or .csv",
         "task_options": "JSON object of task options, such as '{\"cost_ms\": 2}'",
         "log_format": "worker log format: text (default) or json",
-        "log_level": "worker log level: DEBUG, INFO (default), WARNING or ERROR",
+        "log_level": "worker log level: DEBUG, INFO (default), WARNING or ERROR (above INFO "
+        "there are no PROGRESS events: the display moves only as workers finish)",
         "logs": "print every worker line, prefixed [worker-i], above the progress display",
         "run_id": "run id (default: UTC time plus a random suffix)",
         "failure_threshold": "fraction of failed parameters a worker tolerates, 0 to 1 (default 0)",

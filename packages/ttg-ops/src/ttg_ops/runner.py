@@ -169,6 +169,12 @@ def run(
                 f"results in {run_dir}.",
                 highlight=False,
             )
+            if spec.log_level.upper() in ("WARNING", "ERROR"):
+                console.print(
+                    f"Workers log at {spec.log_level.upper()}, without PROGRESS events: "
+                    "progress shows as each worker finishes.",
+                    highlight=False,
+                )
             with make_view(tracker, console, refresh_per_second, plain_interval) as view:
                 follower = _Follower(backend, tracker, view, show_logs, lines_by_index)
                 try:
