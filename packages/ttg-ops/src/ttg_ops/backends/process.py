@@ -12,6 +12,10 @@ queue that :meth:`ProcessBackend.lines` drains.
 Workers run in their own session, so Ctrl-C in the terminal reaches only the
 runner, which then stops them with SIGTERM (they write an ``interrupted``
 summary) and SIGKILL after a grace period.
+
+TODO: a runner killed with SIGKILL leaves its workers running until their
+shards are done; a parent-death signal would need ``preexec_fn``, which is
+unsafe while the reader threads run. A supervisor process would remove this.
 """
 
 from __future__ import annotations
@@ -94,7 +98,6 @@ class ProcessBackend:
         self._threads: list[threading.Thread] = []
         self._open = 0
         self._lock = threading.Lock()
-        self._stopping = False
 
     # -- Backend protocol ------------------------------------------------------
 
@@ -171,7 +174,6 @@ class ProcessBackend:
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM every running worker, wait up to ``grace`` seconds, then SIGKILL the rest."""
         grace = self.stop_grace if grace is None else grace
-        self._stopping = True
         running = [(i, p) for i, p in enumerate(self._procs) if p is not None and p.poll() is None]
         for index, proc in running:
             logger.info(f"Stopping worker {index} (process {proc.pid}) with SIGTERM.")
