@@ -226,3 +226,17 @@ def test_merge_without_a_report_needs_expected(tmp_path: Path) -> None:
     )
     merge = merge_results(tmp_path / "bare", expected=[(0, 2)])
     assert merge.missing_ranges == [(1, 2)] and merge.runs == ["bare"]
+
+
+def test_whole_shards_redoes_the_complete_shard_of_a_failed_worker(tmp_path: Path) -> None:
+    spec = RunSpec(workers=2, params=20, batch_size=5, run_id="whole")
+    run_dir = _write_run(
+        tmp_path, spec, {0: [(i, None) for i in range(10)], 1: [(i, None) for i in range(10, 14)]}
+    )
+    report = json.loads((run_dir / "report.json").read_text())
+    report["workers"][0]["state"] = "succeeded"  # worker 1 stays missing: it has no summary
+    merge = merge_results(run_dir)
+    assert rerun_spec(report, merge) is not None
+    assert rerun_spec(report, merge).only == "14:20"  # type: ignore[union-attr]
+    whole = rerun_spec(report, merge, whole_shards=True)
+    assert whole is not None and whole.only == "10:20"
