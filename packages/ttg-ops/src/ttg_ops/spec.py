@@ -97,9 +97,7 @@ class RunSpec:
         if not self.task.strip():
             raise ConfigError("task must be a built-in task name or 'module:function'")
         if self.log_level.upper() not in LOG_LEVELS:
-            raise ConfigError(
-                f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
-            )
+            raise ConfigError(f"log level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.log_format.lower() not in LOG_FORMATS:
             raise ConfigError(
                 f"log format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
