@@ -23,6 +23,7 @@ from ttg_ops.k8s import api_client
 from ttg_ops.simcluster import (
     EXIT_CODE,
     FAIL_INDEXES,
+    IMAGE_MISSING,
     OUTCOME,
     RUN_DURATION,
     SimCluster,
@@ -138,6 +139,7 @@ def test_kwok_config_holds_every_stage() -> None:
         "ttg-node-initialize",
         "ttg-node-heartbeat",
         "ttg-pod-running",
+        "ttg-pod-image-pull-fails",
         "ttg-pod-succeed",
         "ttg-pod-fail",
         "ttg-pod-delete",
@@ -230,6 +232,44 @@ def test_fourth_pod_under_required_anti_affinity_stays_pending(
     assert events[0].involved_object.name == pending.metadata.name
     assert "anti-affinity" in events[0].message
     assert "0/4 nodes are available" in events[0].message
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(("ttg-worker:latest", None, {}, "ErrImagePull"), id="latest-means-always"),
+        pytest.param(("ttg-worker:v1.1.0", "Always", {}, "ErrImagePull"), id="always"),
+        pytest.param(
+            ("ttg-worker:v1.1.0", "Never", {IMAGE_MISSING: "true"}, "ErrImageNeverPull"),
+            id="missing-with-never",
+        ),
+    ],
+)
+def test_image_that_cannot_be_had_keeps_the_pod_waiting(
+    sim_cluster: Any, sim_namespace: str, case: tuple[str, str | None, dict[str, str], str]
+) -> None:
+    image, policy, annotations, reason = case
+    batch, core = _apis(sim_cluster)
+    job = _job("unpulled", 1, annotations=annotations)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = image
+    container.pop("imagePullPolicy")
+    if policy:
+        container["imagePullPolicy"] = policy
+    batch.create_namespaced_job(sim_namespace, job)
+
+    def waiting() -> Any:
+        pods = _pods(core, sim_namespace, "unpulled")
+        statuses = pods[0].status.container_statuses if pods else None
+        return statuses[0].state.waiting if statuses else None
+
+    state = _wait_for(f"the container to wait with {reason}", waiting)
+    assert state.reason == reason
+    assert image in state.message
+    (pod,) = _pods(core, sim_namespace, "unpulled")
+    assert pod.status.phase == "Pending"
+    assert pod.spec.node_name in sim_cluster.worker_names
 
 
 @pytest.mark.cluster

@@ -29,6 +29,7 @@ from ttg_ops.simcluster._cluster import (
 from ttg_ops.simcluster._kwok import (
     EXIT_CODE,
     FAIL_INDEXES,
+    IMAGE_MISSING,
     OUTCOME,
     PROJECT_LABEL,
     ROLE_LABEL,
@@ -41,6 +42,7 @@ __all__ = [
     "ETCD_VERSION",
     "EXIT_CODE",
     "FAIL_INDEXES",
+    "IMAGE_MISSING",
     "K8S_VERSION",
     "KIND_VERSION",
     "KWOK_VERSION",

@@ -27,6 +27,7 @@ OUTCOME = "ttg.io/sim-outcome"  # label or annotation: "fail" or "succeed" (over
 FAIL_INDEXES = "ttg.io/sim-fail-indexes"  # annotation; "0,2" fails those completion indexes
 EXIT_CODE = "ttg.io/sim-exit-code"  # annotation; exit code of a failing container (default 1)
 RUN_DURATION = "ttg.io/sim-run-duration"  # annotation; Go duration a pod stays Running
+IMAGE_MISSING = "ttg.io/sim-image-missing"  # annotation; "true": no node holds the images
 DEFAULT_RUN_DURATION_MS = 1000
 
 ROLE_LABEL = "ttg.io/role"
@@ -42,6 +43,16 @@ _OUTCOME_JQ = (
     ' | if $outcome == "succeed" then "succeed"'
     ' elif $outcome == "fail" or ($index != "" and ($failing | any(. == $index))) then "fail"'
     ' else "succeed" end'
+)
+
+# A jq program that says whether a pod's images can be had: "pulled" or "fails". Nothing
+# can be pulled (kind's nodes hold only the images `kind load` put there), so an image
+# whose pull policy is Always (the default for `:latest`) fails, and so does every
+# image of a pod annotated as missing from the nodes.
+_PULL_JQ = (
+    '(.metadata.annotations["' + IMAGE_MISSING + '"] // "") as $missing'
+    ' | if $missing == "true" or ([.spec.containers[].imagePullPolicy] | any(. == "Always"))'
+    ' then "fails" else "pulled" end'
 )
 
 _RUN_DELAY = f"""\
@@ -125,56 +136,125 @@ spec:
       {{ end }}
 """
 
-_POD_READY = """\
+_POD_READY = f"""\
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
   name: ttg-pod-running
 spec:
-  resourceRef: {apiGroup: v1, kind: Pod}
+  resourceRef: {{apiGroup: v1, kind: Pod}}
   selector:
     matchExpressions:
-    - {key: '.metadata.deletionTimestamp', operator: DoesNotExist}
-    - {key: '.status.phase', operator: In, values: [Pending]}
+    - {{key: '.metadata.deletionTimestamp', operator: DoesNotExist}}
+    - {{key: '.status.phase', operator: In, values: [Pending]}}
     - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
       operator: NotIn
       values: ["True"]
+    - key: '{_PULL_JQ}'
+      operator: In
+      values: [pulled]
   next:
-    event: {type: Normal, reason: Started, message: "Started the simulated containers."}
+    event: {{type: Normal, reason: Started, message: "Started the simulated containers."}}
     statusTemplate: |
-      {{ $now := Now }}
+      {{{{ $now := Now }}}}
       conditions:
-      - {lastTransitionTime: {{ $now | Quote }}, status: "True", type: PodReadyToStartContainers}
-      - {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
-      - {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Ready}
-      - {lastTransitionTime: {{ $now | Quote }}, status: "True", type: ContainersReady}
+      - type: PodReadyToStartContainers
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: Initialized
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: Ready
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: ContainersReady
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
       containerStatuses:
-      {{ range .spec.containers }}
-      - image: {{ .image | Quote }}
-        imageID: {{ printf "kwok://%s" .image | Quote }}
-        containerID: {{ printf "kwok://%s" .name | Quote }}
-        name: {{ .name | Quote }}
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        imageID: {{{{ printf "kwok://%s" .image | Quote }}}}
+        containerID: {{{{ printf "kwok://%s" .name | Quote }}}}
+        name: {{{{ .name | Quote }}}}
         ready: true
         started: true
         restartCount: 0
         state:
           running:
-            startedAt: {{ $now | Quote }}
-      {{ end }}
-      {{ with NodeIPWith .spec.nodeName }}
-      hostIP: {{ . | Quote }}
-      hostIPs: [{ip: {{ . | Quote }}}]
-      {{ end }}
-      {{ $network := or .spec.hostNetwork false }}
-      {{ $uid := or .metadata.uid "" }}
-      {{ $name := or .metadata.name "" }}
-      {{ $namespace := or .metadata.namespace "" }}
-      {{ with PodIPWith .spec.nodeName $network $uid $name $namespace }}
-      podIP: {{ . | Quote }}
-      podIPs: [{ip: {{ . | Quote }}}]
-      {{ end }}
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      {{{{ with NodeIPWith .spec.nodeName }}}}
+      hostIP: {{{{ . | Quote }}}}
+      hostIPs: [{{ip: {{{{ . | Quote }}}}}}]
+      {{{{ end }}}}
+      {{{{ $network := or .spec.hostNetwork false }}}}
+      {{{{ $uid := or .metadata.uid "" }}}}
+      {{{{ $name := or .metadata.name "" }}}}
+      {{{{ $namespace := or .metadata.namespace "" }}}}
+      {{{{ with PodIPWith .spec.nodeName $network $uid $name $namespace }}}}
+      podIP: {{{{ . | Quote }}}}
+      podIPs: [{{ip: {{{{ . | Quote }}}}}}]
+      {{{{ end }}}}
       phase: Running
-      startTime: {{ $now | Quote }}
+      startTime: {{{{ $now | Quote }}}}
+"""
+
+_POD_IMAGE_PULL = f"""\
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: ttg-pod-image-pull-fails
+spec:
+  resourceRef: {{apiGroup: v1, kind: Pod}}
+  selector:
+    matchExpressions:
+    - {{key: '.metadata.deletionTimestamp', operator: DoesNotExist}}
+    - {{key: '.status.phase', operator: In, values: [Pending]}}
+    - {{key: '.status.containerStatuses', operator: DoesNotExist}}
+    - key: '{_PULL_JQ}'
+      operator: In
+      values: [fails]
+  next:
+    event:
+      type: Warning
+      reason: Failed
+      message: "Failed to pull the image: no registry is reachable and no node holds it."
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - type: PodReadyToStartContainers
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: Initialized
+        status: "True"
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: Ready
+        status: "False"
+        reason: ContainersNotReady
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      - type: ContainersReady
+        status: "False"
+        reason: ContainersNotReady
+        lastTransitionTime: {{{{ $now | Quote }}}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        imageID: ""
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          waiting:
+            {{{{ if eq .imagePullPolicy "Never" }}}}
+            reason: ErrImageNeverPull
+            message: {{{{ printf "image %q is absent and pull policy is Never" .image | Quote }}}}
+            {{{{ else }}}}
+            reason: ErrImagePull
+            message: {{{{ printf "failed to pull and unpack image %q: not found" .image | Quote }}}}
+            {{{{ end }}}}
+      {{{{ end }}}}
+      phase: Pending
 """
 
 _POD_SUCCEED = f"""\
@@ -296,7 +376,8 @@ spec:
 
 def kwok_config() -> str:
     """The stages kwok applies, as one multi-document YAML file."""
-    return "---\n".join([_NODE_STAGES, _POD_READY, _POD_SUCCEED, _POD_FAIL, _POD_DELETE])
+    stages = [_NODE_STAGES, _POD_READY, _POD_IMAGE_PULL, _POD_SUCCEED, _POD_FAIL, _POD_DELETE]
+    return "---\n".join(stages)
 
 
 def _memory_kib() -> int:
