@@ -119,9 +119,12 @@ def parse_worker_lines(
         if event is None:
             text = grammar.clean_line(raw)
             if text and _looks_like_grammar(text):
-                errors.append(
-                    {"line_no": line_no, "text": text[:500], "error": "not an event or summary"}
+                problem = (
+                    "an object that is not a readable log record (torn or altered line)"
+                    if text.startswith("{")
+                    else "mentions PROGRESS or SUMMARY but is not an event line"
                 )
+                errors.append({"line_no": line_no, "text": text[:500], "error": problem})
             continue
         if event.kind == grammar.SUMMARY:
             summary = dict(event.fields)
