@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,25 @@ def test_inv_run_exits_1_and_names_the_rerun_when_workers_fail(tmp_path: Path) -
     assert "run bad failed: failed workers [0, 1]" in done.stderr
     assert "inv rerun --failed --run-id bad" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stop_kills_a_worker_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
+    stubborn = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ignoring SIGTERM', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    backend = ProcessBackend(command=[sys.executable, "-c", stubborn], stop_grace=0.5)
+    backend.launch(RunSpec(workers=2, params=2, run_id="stubborn"), tmp_path)
+    seen = {index for index, _ in itertools.islice(backend.lines(), 2)}
+    assert seen == {0, 1}
+    started = time.monotonic()
+    backend.stop()
+    assert time.monotonic() - started < 5
+    states = backend.states()
+    assert [s.exit_code for s in states] == [-signal.SIGKILL, -signal.SIGKILL]
+    assert [s.state for s in states] == ["failed", "failed"]
+    assert states[0].message == "killed by signal SIGKILL"
+    assert states[0].last_lines == ["ignoring SIGTERM"]
+    assert list(backend.lines()) == []
