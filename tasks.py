@@ -417,8 +417,8 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
             show_logs=logs,
         )
         if follow_up is not None:
-            print_report(follow_up)
-        print_results(load_report(run_dir.parent / merge.run_id))
+            print_report(follow_up)  # its results table is already the lineage's
+        print_results(load_report(run_dir.parent / merge.run_id), table=follow_up is None)
         if follow_up is not None:
             _finish(follow_up)
 

@@ -631,16 +631,21 @@ def print_report(report: Mapping[str, Any], console: Any = None) -> None:
     console.print(f"Run {report['run_id']} {report['status']}.")
 
 
-def print_results(report: Mapping[str, Any], console: Any = None) -> None:
-    """Print the results accounting of ``report`` and what is still missing or errored."""
+def print_results(report: Mapping[str, Any], console: Any = None, *, table: bool = True) -> None:
+    """Print the results accounting of ``report`` and what is still missing or errored.
+
+    With ``table=False`` only the lines after the table are printed (the
+    caller has shown it already).
+    """
     from rich.console import Console
 
     console = console or Console()
-    table = results_table(report)
-    if table is None:
+    rendered = results_table(report)
+    if rendered is None:
         console.print(f"Run {report['run_id']} has no merged results yet.", highlight=False)
         return
-    console.print(table)
+    if table:
+        console.print(rendered)
     results = report["results"]
     if results["missing_count"]:
         console.print(
