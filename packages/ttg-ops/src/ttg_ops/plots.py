@@ -86,6 +86,7 @@ def figure(report: Mapping[str, Any]) -> Any:
     )
 
     labels = []
+    latest, marked = 0.0, False
     for row, worker in enumerate(workers):
         node = str(worker.get("node") or "?")
         labels.append(f"worker-{worker['index']} ({worker.get('name') or '-'})\non {node}")
@@ -124,14 +125,18 @@ def figure(report: Mapping[str, Any]) -> Any:
                 linewidth=0.6,
             )
         state = str(worker.get("state"))
+        end = max((s + w for s, w in spans), default=0.0)
+        if finished is not None:
+            end = max(end, finished - t0)
+        latest = max(latest, end)
         if state != "succeeded":
-            end = max((s + w for s, w in spans), default=0.0)
-            if finished is not None:
-                end = max(end, finished - t0)
+            # An interrupted worker is failed for the run, but say what happened to it.
+            status = str((worker.get("summary") or {}).get("status") or "")
+            marked = True
             timeline.text(
                 end,
                 row,
-                f"  {state}",
+                f"  {status if status and status != 'completed' else state}",
                 va="center",
                 color=_STATE_COLOUR.get(state, "black"),
                 fontsize=9,
@@ -143,7 +148,8 @@ def figure(report: Mapping[str, Any]) -> Any:
     timeline.set_xlabel("seconds since the first worker was created")
     timeline.set_title("Timeline: one bar per batch, band = worker lifetime", fontsize=10)
     timeline.grid(axis="x", alpha=0.3)
-    timeline.set_xlim(left=0)
+    # Leave room on the right for the state labels.
+    timeline.set_xlim(0, latest * (1.15 if marked else 1.02) or 1.0)
     handles = [Patch(facecolor=colour[n], label=f"node {n}") for n in nodes]
     handles.append(Patch(facecolor="none", edgecolor="grey", hatch="///", label="scheduling delay"))
     timeline.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
