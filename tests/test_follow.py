@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 from rich.console import Console
@@ -134,9 +135,7 @@ def test_plain_view_prints_periodic_lines_off_a_terminal() -> None:
     assert isinstance(view, PlainView)
     with view:
         tracker.update(0, _progress(2, 4))
-        import time
-
-        time.sleep(0.2)
+        time.sleep(0.5)
         view.log(0, "[INFO] plain")
     lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
     assert "[worker-0] [INFO] plain" in lines
