@@ -109,7 +109,7 @@ def _kill_after_first_progress(victim: int) -> LineHook:
 
 def test_killed_worker_is_missing_and_rerun_completes_the_results(tmp_path: Path) -> None:
     spec = RunSpec(
-        workers=3, params=3000, batch_size=100, task_options={"cost_ms": 0.5}, run_id="kill"
+        workers=3, params=3000, batch_size=100, task_options={"cost_ms": 2}, run_id="kill"
     )
     report = run(
         spec,
