@@ -207,10 +207,14 @@ def test_flags_are_validated_before_anything_starts() -> None:
         parse_task_options("[1, 2]")
     with pytest.raises(ConfigError, match="not JSON"):
         parse_task_options("{cost_ms: 2}")
-    with pytest.raises(ConfigError, match="cost"):
+    with pytest.raises(ConfigError, match=r"^--task-options .*cost"):
         check_spec(RunSpec(task_options={"cost": 2}, run_id="bad"), "process")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^--task 'no_such_task' is not a built-in task"):
         check_spec(RunSpec(task="no_such_task", run_id="bad"), "process")
+    with pytest.raises(ConfigError, match=r"^--space '/no/such\.csv': cannot read"):
+        check_spec(RunSpec(space="/no/such.csv", run_id="bad"), "process")
+    # Docker and pods see their own file system: a path there is not checked here.
+    check_spec(RunSpec(space="/no/such.csv", run_id="bad"), "docker")
 
 
 def _inv(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

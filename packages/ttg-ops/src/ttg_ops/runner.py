@@ -302,6 +302,14 @@ def make_backend(name: str, image: str = "") -> Backend:
     )
 
 
+# Worker settings as `inv run` spells them (longest names first, so prefixes do not clash).
+_FLAG_OF = {
+    "TTG_TASK_OPTIONS": "task-options",
+    "TTG_SPACE": "space",
+    "TTG_TASK": "task",
+}
+
+
 def check_spec(spec: RunSpec, backend_name: str) -> None:
     """Check what the worker would reject, before starting anything.
 
@@ -322,7 +330,11 @@ def check_spec(spec: RunSpec, backend_name: str) -> None:
 
             load_space(spec.space, spec.params)
     except WorkerConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        # The worker names its environment variables; the user typed flags.
+        message = str(exc)
+        for variable, flag in _FLAG_OF.items():
+            message = message.replace(f"{variable}=", f"--{flag} ")
+        raise ConfigError(message) from None
     if spec.only:
         parse_ranges(spec.only)
 
