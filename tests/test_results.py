@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from ttg_ops.backends.base import SUCCEEDED, WorkerState
 from ttg_ops.errors import ConfigError
@@ -240,3 +241,37 @@ def test_whole_shards_redoes_the_complete_shard_of_a_failed_worker(tmp_path: Pat
     assert rerun_spec(report, merge).only == "14:20"  # type: ignore[union-attr]
     whole = rerun_spec(report, merge, whole_shards=True)
     assert whole is not None and whole.only == "10:20"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    params=st.integers(1, 60),
+    data=st.data(),
+)
+def test_a_rerun_completes_any_lineage_exactly_once(params: int, data: st.DataObject) -> None:
+    present = data.draw(st.sets(st.integers(0, params - 1)), label="written by the first run")
+    errors = data.draw(st.sets(st.sampled_from(sorted(present))) if present else st.just(set()))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec = RunSpec(workers=2, params=params, batch_size=7, run_id="prop")
+        records = [(i, "boom" if i in errors else None) for i in sorted(present)]
+        _write_run(root, spec, {0: records})
+        merge = merge_results(root / "prop")
+        assert merge.missing_count == params - len(present)
+        assert merge.error_count == len(errors)
+
+        report = json.loads((root / "prop" / "report.json").read_text())
+        follow = rerun_spec(report, merge)
+        todo = (set(range(params)) - present) | errors
+        if not todo:
+            assert follow is None and merge.ok
+            return
+        assert follow is not None
+        assert set(iter_ranges(parse_ranges(follow.only))) == todo
+        assert 1 <= follow.workers <= min(2, len(todo))
+        _write_run(root, follow, {0: [(i, None) for i in sorted(todo)]})
+
+        final = merge_results(root / follow.run_id)
+        assert final.ok and final.unique == params and final.replaced == len(errors)
+        lines = final.merged_path.read_text().splitlines()
+        assert [json.loads(line)["index"] for line in lines] == list(range(params))
