@@ -152,7 +152,7 @@ def figure(report: Mapping[str, Any]) -> Any:
     timeline.set_xlim(0, latest * (1.15 if marked else 1.02) or 1.0)
     handles = [Patch(facecolor=colour[n], label=f"node {n}") for n in nodes]
     handles.append(Patch(facecolor="none", edgecolor="grey", hatch="///", label="scheduling delay"))
-    timeline.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
+    timeline.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
     _throughput(bars, report, workers, colour)
     return fig
