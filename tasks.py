@@ -430,6 +430,283 @@ ns.add_task(rerun)
 
 
 # ---------------------------------------------------------------------------
+# kind and cluster runs: `inv kind.create|load|status|delete`, `inv deploy`, `inv logs`,
+# `inv metrics`
+# ---------------------------------------------------------------------------
+
+_CLUSTER_HELP = "kind cluster name (default ttg-cluster; its context is kind-<name>)"
+_CONTEXT_HELP = (
+    "kubeconfig context to use, never the current one by accident (default kind-ttg-cluster)"
+)
+_KUBECONFIG_HELP = "kubeconfig file (default $KUBECONFIG, else ~/.kube/config)"
+
+
+def _image_for(version: str, image: str) -> str:
+    from ttg_ops.manifests import default_image
+    from ttg_ops.spec import DEFAULT_VERSION, validate_version
+
+    if image:
+        return image
+    version = version or DEFAULT_VERSION
+    validate_version(version)
+    return default_image(version)
+
+
+@task(
+    help={
+        "name": _CLUSTER_HELP,
+        "config": "kind config file (default k8s/kind-cluster.yaml: 1 control plane + 3 workers)",
+        "results_dir": "host directory mounted at /ttg-results (default runs/kind-results)",
+        "node_image": "kindest/node image for the nodes (default: kind's own)",
+        "kubeconfig": _KUBECONFIG_HELP,
+        "timeout": "seconds to wait for kind and for every node to be Ready (default 600)",
+    }
+)
+def kind_create(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    name: str = "ttg-cluster",
+    config: str = "",
+    results_dir: str = "",
+    node_image: str = "",
+    kubeconfig: str = "",
+    timeout: str = "600",
+) -> None:
+    """Create the local kind cluster (idempotent) and wait until every node is Ready.
+
+    Example: inv kind.create
+    """
+    from ttg_ops import kind as kind_ops
+    from ttg_ops.runner import parse_whole
+
+    with _user_errors():
+        result = kind_ops.create(
+            name,
+            config=Path(config) if config else _PROJECT / kind_ops.DEFAULT_CONFIG,
+            results_dir=Path(results_dir)
+            if results_dir
+            else _PROJECT / kind_ops.DEFAULT_RESULTS_DIR,
+            kubeconfig=kubeconfig or None,
+            node_image=node_image or None,
+            timeout=parse_whole("timeout", timeout),
+            progress=print,
+        )
+        verb = "Created" if result.created else "Kept"
+        print(
+            f"{verb} kind cluster {result.name}: {', '.join(result.nodes)}; context "
+            f"{result.context}; results in {result.results_dir}"
+        )
+
+
+@task(
+    help={
+        "version": "version of the image to load, such as 1.1.0 (loads ttg-worker:v<version>)",
+        "image": "image to load instead of ttg-worker:v<version>",
+        "name": _CLUSTER_HELP,
+    }
+)
+def kind_load(c: Context, version: str = "", image: str = "", name: str = "ttg-cluster") -> None:
+    """Load the worker image into the kind worker nodes that lack this build.
+
+    Example: inv kind.load --version 1.1.0
+    """
+    from ttg_ops import kind as kind_ops
+
+    with _user_errors():
+        kind_ops.load_image(_image_for(version, image), name, echo=print)
+
+
+@task(
+    help={
+        "name": _CLUSTER_HELP,
+        "version": "version whose image to look for on the nodes (default 1.1.0)",
+        "image": "image to look for instead of ttg-worker:v<version>",
+        "kubeconfig": _KUBECONFIG_HELP,
+    }
+)
+def kind_status(
+    c: Context, name: str = "ttg-cluster", version: str = "", image: str = "", kubeconfig: str = ""
+) -> None:
+    """Show the kind cluster's nodes, roles, Kubernetes version and image.
+
+    Example: inv kind.status
+    """
+    from rich.console import Console
+    from ttg_ops import kind as kind_ops
+
+    with _user_errors():
+        result = kind_ops.status(_image_for(version, image), name, kubeconfig or None)
+        if not result.exists:
+            print(f"There is no kind cluster named {name}; create it with `inv kind.create`.")
+            raise Exit(code=1)
+        Console().print(kind_ops.status_table(result))
+        if result.api_error:
+            print(f"The API server did not answer: {result.api_error}")
+
+
+@task(help={"name": _CLUSTER_HELP, "kubeconfig": _KUBECONFIG_HELP})
+def kind_delete(c: Context, name: str = "ttg-cluster", kubeconfig: str = "") -> None:
+    """Delete the kind cluster (its node containers and kubeconfig context).
+
+    Example: inv kind.delete
+    """
+    from ttg_ops import kind as kind_ops
+
+    with _user_errors():
+        if kind_ops.delete(name, kubeconfig or None):
+            print(f"Deleted kind cluster {name}.")
+        else:
+            print(f"There is no kind cluster named {name}; nothing to delete.")
+
+
+kind_ns = Collection("kind")
+kind_ns.add_task(kind_create, name="create")
+kind_ns.add_task(kind_load, name="load")
+kind_ns.add_task(kind_status, name="status")
+kind_ns.add_task(kind_delete, name="delete")
+ns.add_collection(kind_ns)
+
+
+@task(
+    help={
+        "workers": "number of workers (pods), a whole number (default 3)",
+        "params": "size of the integer range space, a whole number (default 10000)",
+        "task": "built-in task (simulate, noop, collatz, is_prime, monte_carlo_pi, flaky) "
+        "or module:function",
+        "task_options": "JSON object of task options, such as '{\"cost_ms\": 2}'",
+        "space": "parameter space file as the pods see it (inside the image or a mounted volume)",
+        "batch_size": "parameters per batch, a whole number (default 500)",
+        "version": "TTG version; the image is ttg-worker:v<version> (default 1.1.0)",
+        "log_format": "worker log format: text (default) or json",
+        "log_level": "worker log level: DEBUG, INFO (default), WARNING or ERROR",
+        "context": _CONTEXT_HELP,
+        "kubeconfig": _KUBECONFIG_HELP,
+        "namespace": "namespace of the Job, created (labelled) when missing (default ttg)",
+        "image": "worker image (default ttg-worker:v<version>)",
+        "pull_policy": "Always, IfNotPresent or Never (default Never on kind, else IfNotPresent)",
+        "spread": "required: one worker per node (default); preferred: spread when possible",
+        "wait": "follow the Job live until Complete or Failed (default; --no-wait returns at once)",
+        "timeout": "seconds to wait for the Job (default 600)",
+        "results_pvc": "ReadWriteMany PersistentVolumeClaim for results on non-kind clusters",
+        "run_id": "run id (default: UTC time plus a random suffix)",
+        "logs": "print every worker line, prefixed [worker-i], while waiting",
+        "runs_dir": _RUNS_HELP,
+    }
+)
+def deploy(  # noqa: PLR0917 - the parameters are the task's CLI flags
+    c: Context,
+    workers: str = "3",
+    params: str = "10000",
+    task: str = "simulate",
+    task_options: str = "",
+    space: str = "",
+    batch_size: str = "500",
+    version: str = "",
+    log_format: str = "text",
+    log_level: str = "INFO",
+    context: str = "kind-ttg-cluster",
+    kubeconfig: str = "",
+    namespace: str = "ttg",
+    image: str = "",
+    pull_policy: str = "",
+    spread: str = "required",
+    wait: bool = True,
+    timeout: str = "600",
+    results_pvc: str = "",
+    run_id: str = "",
+    logs: bool = False,
+    runs_dir: str = "",
+) -> None:
+    """Deploy the sweep as a Kubernetes Indexed Job and follow it to the end.
+
+    Example: inv deploy --workers 3 --params 10000 (kind), or
+    inv deploy --context prod --image registry.example/ttg-worker:v1.1.0 --results-pvc results
+    """
+    from ttg_ops.backends.kubernetes import DeployOptions
+    from ttg_ops.backends.kubernetes import deploy as deploy_run
+    from ttg_ops.runner import parse_task_options, parse_whole
+    from ttg_ops.spec import DEFAULT_VERSION, RunSpec, new_run_id
+
+    with _user_errors():
+        spec = RunSpec(
+            workers=parse_whole("workers", workers),
+            params=parse_whole("params", params),
+            task=task,
+            task_options=parse_task_options(task_options),
+            space=space,
+            batch_size=parse_whole("batch-size", batch_size),
+            version=version or DEFAULT_VERSION,
+            log_level=log_level,
+            log_format=log_format,
+            run_id=run_id or new_run_id(),
+        )
+        options = DeployOptions(
+            context=context,
+            kubeconfig=kubeconfig or None,
+            namespace=namespace,
+            image=image or None,
+            pull_policy=pull_policy or None,
+            spread=spread,
+            wait=wait,
+            timeout=float(parse_whole("timeout", timeout)),
+            results_pvc=results_pvc,
+            runs_root=_runs_root(runs_dir),
+            show_logs=logs,
+        )
+        _tooling_logs()
+        deploy_run(spec, options)
+
+
+@task(
+    help={
+        "run_id": "cluster run to show (default: the latest deployed)",
+        "follow": "keep streaming until every pod's log ends",
+        "runs_dir": _RUNS_HELP,
+    }
+)
+def logs(c: Context, run_id: str = "latest", follow: bool = False, runs_dir: str = "") -> None:
+    """Print every pod's log of a cluster run, prefixed by worker index.
+
+    Example: inv logs --run-id latest --follow
+    """
+    from ttg_ops.backends.kubernetes import find_run, print_logs
+
+    with _user_errors():
+        spec, record, _ = find_run(_runs_root(runs_dir), run_id)
+        print_logs(spec, record, follow_logs=follow)
+
+
+@task(
+    help={
+        "run_id": "cluster run to collect (default: the latest deployed)",
+        "json": "print the report as JSON instead of tables",
+        "runs_dir": _RUNS_HELP,
+    }
+)
+def metrics(c: Context, run_id: str = "latest", json: bool = False, runs_dir: str = "") -> None:
+    """Collect a cluster run's pod logs and timings into report.json and print its metrics.
+
+    Example: inv metrics --run-id latest --json
+    """
+    import json as json_module
+
+    from ttg_ops.backends.kubernetes import collect, find_run, show_metrics
+
+    with _user_errors():
+        spec, record, run_dir = find_run(_runs_root(runs_dir), run_id)
+        collected = collect(spec, record, run_dir)
+        if json:
+            print(json_module.dumps(collected.report, indent=2, ensure_ascii=False))
+        else:
+            show_metrics(collected)
+        _finish(collected.report)
+
+
+ns.add_task(deploy)
+ns.add_task(logs)
+ns.add_task(metrics)
+
+
+# ---------------------------------------------------------------------------
 # Simulated cluster: `inv cluster.sim-build`, `cluster.sim-up`, `-down`, `-status`
 # ---------------------------------------------------------------------------
 

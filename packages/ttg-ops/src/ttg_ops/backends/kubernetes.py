@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -560,8 +561,17 @@ class _Pump(threading.Thread):
 class _LogStream:
     """Streams one pod's container log as raw bytes, split into lines on the queue."""
 
-    def __init__(self, core: Any, namespace: str, pod: str, index: int, out: queue.Queue[Any]):
+    def __init__(
+        self,
+        core: Any,
+        namespace: str,
+        pod: str,
+        index: int,
+        out: queue.Queue[Any],
+        read_timeout: float = 3600.0,
+    ) -> None:
         self.core, self.namespace, self.pod, self.index, self.out = core, namespace, pod, index, out
+        self.read_timeout = max(read_timeout, 1.0)
         self.response: Any = None
         self.done = threading.Event()
         self.thread = _Pump(f"logs-{pod}", self._run)
@@ -575,10 +585,11 @@ class _LogStream:
                 container=manifests.CONTAINER_NAME,
                 follow=True,
                 _preload_content=False,
-                _request_timeout=(10, None),
+                _request_timeout=(10.0, self.read_timeout),
             )
             pending = b""
-            for chunk in self.response.stream(8192, decode_content=True):
+            # read1 returns what has arrived; read(n) would wait for n bytes or the end.
+            while chunk := self.response.read1(65536):
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
@@ -590,16 +601,25 @@ class _LogStream:
                 logger.debug("The log stream of pod {} ended: {}.", self.pod, exc)
         finally:
             self.done.set()
+            if self.response is not None:
+                self.response.close()
+                self.response.release_conn()
 
     def close(self) -> None:
+        """Stop the stream: shut its socket down so a blocked read returns at once.
+
+        Closing the response from this thread would wait for the reader's lock;
+        a socket shutdown wakes the reader, which then closes the response.
+        """
         self.done.set()
-        response = self.response
-        if response is not None:
+        connection = getattr(self.response, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
             try:
-                response.close()
-                response.release_conn()
-            except Exception as exc:
-                logger.debug("Closing the log stream of pod {} failed: {}.", self.pod, exc)
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:
+                logger.debug("Shutting down the log stream of pod {} failed: {}.", self.pod, exc)
+        self.thread.join(timeout=5)
 
 
 def _container_started(pod: Any) -> bool:
@@ -1104,7 +1124,7 @@ def print_logs(
 
     out: queue.Queue[Any] = queue.Queue()
     streams = [
-        _LogStream(_core(api), record.namespace, p.metadata.name, pod_index(p) or 0, out)
+        _LogStream(_core(api), record.namespace, p.metadata.name, pod_index(p) or 0, out, timeout)
         for p in pods
         if _container_started(p)
     ]
@@ -1123,3 +1143,32 @@ def print_logs(
         for stream in streams:
             stream.close()
     return printed
+
+
+def show_metrics(collected: Collected, console: Any = None) -> None:
+    """Print the Performance Metrics and per-worker tables, then what could not be read."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ttg_ops.report import metrics_table, workers_table
+
+    console = console or Console()
+    report = collected.report
+    console.print(metrics_table(report))
+    console.print(workers_table(report))
+    for worker in report["workers"]:
+        if worker["index"] in collected.never_started:
+            console.print(
+                f"worker {worker['index']} ({escape(worker.get('name') or 'no pod')}) is "
+                f"missing: {escape(worker.get('message') or 'it never started')}",
+                highlight=False,
+            )
+    for index, pod, line_no, text in collected.unparsed:
+        console.print(
+            f"pod {escape(pod)} (worker {index}) line {line_no} could not be parsed: "
+            f"{escape(text[:160])}",
+            highlight=False,
+        )
+    if collected.report_path is not None:
+        console.print(f"Wrote {collected.report_path}", highlight=False)
+    console.print(f"Run {report['run_id']} {report['status']}.", highlight=False)
