@@ -63,12 +63,10 @@ def _run_workers(spec: RunSpec, pods: dict[int, Any], out: Path) -> dict[int, Pa
             }
         )
         files[index] = out / f"worker-{index}.log"
-        procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "ttg_worker"],
-            env=env,
-            stdout=files[index].open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        with files[index].open("wb") as sink:
+            procs[index] = subprocess.Popen(
+                [sys.executable, "-m", "ttg_worker"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
     for index, proc in procs.items():
         assert proc.wait(timeout=120) == 0, files[index].read_text()[-2000:]
     return files
@@ -122,7 +120,7 @@ def test_metrics_builds_the_report_from_real_worker_output_in_pod_logs(
         assert worker["finished_at"] >= worker["started_at"]
     assert (run_dir / "report.json").is_file()
     assert collected.unparsed == [
-        (2, pods[2].metadata.name, len(files[2].read_text().splitlines()), BROKEN_SUMMARY)
+        (2, pods[2].metadata.name, len(files[2].read_text().splitlines()), BROKEN_SUMMARY.strip())
     ]
 
     console = _console()

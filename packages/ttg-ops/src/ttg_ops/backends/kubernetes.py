@@ -568,6 +568,7 @@ class _LogStream:
         pod: str,
         index: int,
         out: queue.Queue[Any],
+        *,
         read_timeout: float = 3600.0,
     ) -> None:
         self.core, self.namespace, self.pod, self.index, self.out = core, namespace, pod, index, out
@@ -1124,7 +1125,14 @@ def print_logs(
 
     out: queue.Queue[Any] = queue.Queue()
     streams = [
-        _LogStream(_core(api), record.namespace, p.metadata.name, pod_index(p) or 0, out, timeout)
+        _LogStream(
+            _core(api),
+            record.namespace,
+            p.metadata.name,
+            pod_index(p) or 0,
+            out,
+            read_timeout=timeout,
+        )
         for p in pods
         if _container_started(p)
     ]
