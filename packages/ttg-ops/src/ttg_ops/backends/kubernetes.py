@@ -599,7 +599,9 @@ class _LogStream:
                 self.out.put(("line", self.index, pending.decode("utf-8", "replace")))
         except Exception as exc:  # a log stream must never take the wait down
             if not self.done.is_set():
-                logger.debug("The log stream of pod {} ended: {}.", self.pod, exc)
+                status = getattr(exc, "status", None)
+                reason = f"HTTP {status} {exc.reason}" if status else repr(exc)  # type: ignore[attr-defined]
+                logger.debug("The log stream of pod {} ended: {}.", self.pod, reason)
         finally:
             self.done.set()
             if self.response is not None:
