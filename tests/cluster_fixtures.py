@@ -28,7 +28,7 @@ ENABLE_HINT = (
 def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A running simulated cluster shared by the whole test session."""
     from ttg_ops.errors import TTGError
-    from ttg_ops.simcluster import SimCluster, build, missing
+    from ttg_ops.simcluster import SimCluster, build, missing, wait_for_build
 
     from tests.conftest import require_or_skip
 
@@ -40,6 +40,7 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             return
 
     required = os.environ.get("TTG_REQUIRE_CLUSTER") == "1"
+    wait_for_build()
     absent = missing()
     if absent and not (required or os.environ.get("TTG_SIM_BUILD") == "1"):
         require_or_skip(

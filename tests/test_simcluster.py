@@ -347,7 +347,7 @@ def test_pod_log_reads_back_the_served_file(
 
 
 @pytest.mark.cluster
-def test_following_a_running_pod_streams_appended_lines(
+def test_following_a_pod_streams_appended_lines_until_it_finishes(
     sim_cluster: Any, sim_namespace: str, tmp_path: Path
 ) -> None:
     batch, core = _apis(sim_cluster)
@@ -374,8 +374,15 @@ def test_following_a_running_pod_streams_appended_lines(
         assert next(lines) == b"first line\n"
         sim_cluster.append_log(sim_namespace, pod, "second line\n")
         assert next(lines) == b"second line\n"
+
+        # As a kubelet does, the stream ends once the container has exited.
+        sim_cluster.finish_pod(sim_namespace, pod, 0)
+        started = time.monotonic()
+        assert list(lines) == []
+        assert time.monotonic() - started < 10
     finally:
         response.release_conn()
+    assert core.read_namespaced_pod(pod, sim_namespace).status.phase == "Succeeded"
 
 
 _PLAYER = (
@@ -440,7 +447,14 @@ def test_local_process_plays_a_pod_with_its_environment_output_and_exit_code(
 def test_status_reports_every_component_running_and_its_memory(sim_cluster: Any) -> None:
     status = sim_cluster.status()
     names = [c.name for c in status.components]
-    assert names == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+    assert names == [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "kubelet-proxy",
+    ]
     assert status.running
     assert status.api_ready
     assert all(c.rss_bytes > 0 for c in status.components)
@@ -453,7 +467,7 @@ def test_stopping_leaves_no_process_behind(sim_cluster: Any, tmp_path: Path) -> 
     other = SimCluster("ttg-stopcheck", run_dir=tmp_path / "run", workers=1)
     other.start()
     pids = [c.pid for c in other.status().components]
-    assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert len(pids) == 6 and all(Path(f"/proc/{pid}").exists() for pid in pids)
 
     other.stop()
 
@@ -487,7 +501,7 @@ def test_killed_owner_takes_the_cluster_with_it(sim_cluster: Any, tmp_path: Path
         try:
             assert owner.stdout is not None
             pids = [int(p) for p in owner.stdout.readline().split()]
-            assert len(pids) == 5 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+            assert len(pids) == 6 and all(Path(f"/proc/{pid}").exists() for pid in pids)
         finally:
             owner.kill()
             owner.wait(timeout=10)

@@ -15,9 +15,11 @@ from ttg_ops.simcluster._build import (
     Binaries,
     binaries,
     build,
+    cache_key,
     missing,
     sim_home,
     versions,
+    wait_for_build,
 )
 from ttg_ops.simcluster._cluster import (
     ComponentStatus,
@@ -57,10 +59,12 @@ __all__ = [
     "SimStatus",
     "binaries",
     "build",
+    "cache_key",
     "cri_log",
     "missing",
     "node_names",
     "sim_home",
     "status_table",
     "versions",
+    "wait_for_build",
 ]

@@ -18,6 +18,7 @@ which delays pod and node updates by tens of seconds.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -41,17 +42,30 @@ KWOK_VERSION = "v0.8.0"
 KIND_VERSION = "v0.33.0"
 
 CONTROL_PLANE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Main packages of tools/simcluster itself: etcd's server, and the proxy that ends followed
+# log streams when a pod finishes (kwok keeps them open).
+LOCAL_COMMANDS = ("etcd", "kubelet-proxy")
 KWOK_CRDS = ("logs", "clusterlogs")
 BUILD_TIMEOUT_S = 3600.0
 GO_HINT = "install Go 1.26 or newer (https://go.dev/dl/) and put `go` on PATH"
 
 
 def sim_home() -> Path:
-    """The cache directory of this version set: ``$TTG_SIM_HOME`` or ~/.cache/ttg/simcluster/…"""
+    """The cache directory of this version set (``$TTG_SIM_HOME`` overrides it).
+
+    It is ~/.cache/ttg/simcluster/<kubernetes version>-<cache key>. The key covers every
+    pin and the wrapper module, so checkouts at different versions (a CI clone next to a
+    working tree) never rebuild each other's binaries.
+    """
     env = os.environ.get("TTG_SIM_HOME", "")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "ttg" / "simcluster" / K8S_VERSION
+    return Path.home() / ".cache" / "ttg" / "simcluster" / f"{K8S_VERSION}-{cache_key()}"
+
+
+def cache_key() -> str:
+    """A short digest of :func:`versions`."""
+    return hashlib.sha256(json.dumps(versions(), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def go_cache_env() -> dict[str, str]:
@@ -64,13 +78,28 @@ def go_cache_env() -> dict[str, str]:
     return env
 
 
+def _tools_digest() -> str:
+    """A digest of tools/simcluster (go.mod, go.sum, cmd/): a change there rebuilds."""
+    try:
+        root = module_dir()
+    except PreflightError:
+        return "unknown"
+    digest = hashlib.sha256()
+    files = [root / "go.mod", root / "go.sum", *sorted((root / "cmd").rglob("*.go"))]
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def versions() -> dict[str, str]:
-    """The pinned versions that make up the cache key."""
+    """The pinned versions (and the wrapper module's digest) that make up the cache key."""
     return {
         "kubernetes": K8S_VERSION,
         "etcd": ETCD_VERSION,
         "kwok": KWOK_VERSION,
         "kind": KIND_VERSION,
+        "tools": _tools_digest(),
     }
 
 
@@ -105,8 +134,8 @@ def missing(home: Path | None = None) -> list[str]:
     """Names of the built programs (and CRDs) not yet in the cache; empty when ready."""
     home = home or sim_home()
     if not _stamp_matches(home):
-        return [*CONTROL_PLANE_BINARIES, "etcd", "kwok", "kind", "crds"]
-    names = [*CONTROL_PLANE_BINARIES, "etcd", "kwok", "kind"]
+        return [*CONTROL_PLANE_BINARIES, *LOCAL_COMMANDS, "kwok", "kind", "crds"]
+    names = [*CONTROL_PLANE_BINARIES, *LOCAL_COMMANDS, "kwok", "kind"]
     absent = [n for n in names if not os.access(home / "bin" / n, os.X_OK)]
     absent += [f"crd {c}" for c in KWOK_CRDS if not (home / "crds" / f"{c}.yaml").is_file()]
     return absent
@@ -124,9 +153,38 @@ def find_etcd(home: Path) -> Path:
     return found
 
 
-def binaries(home: Path | None = None) -> Binaries:
-    """The cached binaries, or a :class:`PreflightError` naming what is missing."""
+def wait_for_build(home: Path | None = None, timeout: float = BUILD_TIMEOUT_S) -> None:
+    """Wait while another process builds into ``home`` (it holds the build lock)."""
     home = home or sim_home()
+    lock = home / ".build.lock"
+    if not lock.exists():
+        return
+    deadline = time.monotonic() + timeout
+    with lock.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PreflightError(
+                        f"another process has been building into {home} for over "
+                        f"{timeout:.0f} s; see {home / 'build.log'}"
+                    ) from None
+                time.sleep(1.0)
+                continue
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+
+
+def binaries(home: Path | None = None) -> Binaries:
+    """The cached binaries (after any build in progress), or a :class:`PreflightError`."""
+    home = home or sim_home()
+    wait_for_build(home)
+    return _built(home)
+
+
+def _built(home: Path) -> Binaries:
+    """The cached binaries as they are now; the builder calls this under its lock."""
     absent = missing(home)
     if absent:
         raise PreflightError(
@@ -213,8 +271,9 @@ def _module_source(name: str, version: str, env: dict[str, str], cwd: Path) -> P
 def build(home: Path | None = None, force: bool = False) -> Binaries:
     """Build every missing binary into the cache (reused when the pins match)."""
     home = home or sim_home()
+    wait_for_build(home)
     if not force and not missing(home):
-        return binaries(home)
+        return _built(home)
     if shutil.which("go") is None:
         raise PreflightError("Go is needed to build the simulated cluster", hint=GO_HINT)
     source = module_dir()
@@ -222,7 +281,7 @@ def build(home: Path | None = None, force: bool = False) -> Binaries:
     with _build_lock(home):
         # Another process may have finished the same build while this one waited.
         if not force and not missing(home):
-            return binaries(home)
+            return _built(home)
         bin_dir = home / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         _stamp_path(home).unlink(missing_ok=True)
@@ -231,7 +290,8 @@ def build(home: Path | None = None, force: bool = False) -> Binaries:
         flags = ["-trimpath", "-ldflags=-s -w"]
         packages = [f"k8s.io/kubernetes/cmd/{name}" for name in CONTROL_PLANE_BINARIES]
         _run_go(
-            ["go", "build", *flags, "-o", f"{bin_dir}/", *packages, "./cmd/etcd"],
+            ["go", "build", *flags, "-o", f"{bin_dir}/", *packages]
+            + [f"./cmd/{name}" for name in LOCAL_COMMANDS],
             source,
             env,
             log,
@@ -268,4 +328,4 @@ def build(home: Path | None = None, force: bool = False) -> Binaries:
             bin_dir,
             time.monotonic() - started,
         )
-    return binaries(home)
+    return _built(home)

@@ -300,7 +300,7 @@ class SimCluster:
 
     def _start(self, binaries: _build.Binaries, detach: bool, started: float) -> None:
         pki = self._pki = make_pki(self.run_dir / "pki")
-        etcd_client, etcd_peer, apiserver, manager, scheduler, kwok = _free_ports(6)
+        etcd_client, etcd_peer, apiserver, manager, scheduler, kwok, kubelet = _free_ports(7)
         server = f"https://127.0.0.1:{apiserver}"
         self._state = {
             "name": self.name,
@@ -415,9 +415,9 @@ class SimCluster:
             f"--config={configs / 'kwok.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={_kwok.FAKE_NODE_SELECTOR}",
-            # Every node advertises kwok's kubelet endpoint on loopback.
+            # Every node advertises the kubelet proxy in front of kwok's endpoint.
             "--node-ip=127.0.0.1",
-            f"--node-port={kwok}",
+            f"--node-port={kubelet}",
             f"--server-address=127.0.0.1:{kwok}",
             f"--tls-cert-file={pki.kwok_serving.cert}",
             f"--tls-private-key-file={pki.kwok_serving.key}",
@@ -428,12 +428,24 @@ class SimCluster:
             "--enable-crds=Logs,ClusterLogs",
         ]
         self._spawn("kwok", binaries.path("kwok"), kwok_args, detach)
+        proxy_args = [
+            f"--listen=127.0.0.1:{kubelet}",
+            f"--upstream=https://127.0.0.1:{kwok}",
+            f"--tls-cert-file={pki.kwok_serving.cert}",
+            f"--tls-private-key-file={pki.kwok_serving.key}",
+            f"--ca-file={pki.ca.cert}",
+            f"--api-server={server}",
+            f"--client-cert-file={pki.kwok_client.cert}",
+            f"--client-key-file={pki.kwok_client.key}",
+        ]
+        self._spawn("kubelet-proxy", binaries.path("kubelet-proxy"), proxy_args, detach)
         self._state["ports"] = {
             "etcd": etcd_client,
             "kube-apiserver": apiserver,
             "kube-controller-manager": manager,
             "kube-scheduler": scheduler,
             "kwok": kwok,
+            "kubelet-proxy": kubelet,
         }
         self._save_state()
 
@@ -448,6 +460,12 @@ class SimCluster:
                 self.ready_timeout,
                 name,
             )
+        self._wait(
+            "kwok's kubelet endpoint to answer /healthz through the kubelet proxy",
+            functools.partial(self._http_ok, f"https://127.0.0.1:{kubelet}/healthz", context),
+            self.ready_timeout,
+            "kubelet-proxy",
+        )
         self._wait(
             f"the nodes {', '.join(self.node_names)} to be Ready",
             self._nodes_ready,
