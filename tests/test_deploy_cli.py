@@ -1,0 +1,111 @@
+"""The invoke tasks `deploy`, `logs`, `metrics` and `kind.*`: dashed flags, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_deploy import wait_schedulable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def inv(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "flags"),
+    [
+        (
+            "deploy",
+            [
+                "--no-wait",
+                "--results-pvc",
+                "--pull-policy",
+                "--run-id",
+                "--batch-size",
+                "--log-format",
+                "--kubeconfig",
+                "--spread",
+            ],
+        ),
+        ("logs", ["--run-id", "--follow", "--runs-dir"]),
+        ("metrics", ["--run-id", "--json", "--runs-dir"]),
+        ("kind.create", ["--results-dir", "--node-image", "--kubeconfig", "--timeout"]),
+        ("kind.load", ["--version", "--image", "--name"]),
+    ],
+)
+def test_help_lists_the_dashed_flags(task: str, flags: list[str]) -> None:
+    done = inv("--help", task)
+    assert done.returncode == 0, done.stderr
+    for flag in flags:
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--spread", "sometimes"], 2, "spread 'sometimes' is not one of required, preferred"),
+        (["--workers", "many"], 2, "workers"),
+        (["--pull-policy", "Maybe"], 2, "pull policy 'Maybe' is not one of"),
+        (["--context", "kind-nowhere", "--kubeconfig", "/nonexistent"], 3, "kind-nowhere"),
+    ],
+    ids=["spread", "workers", "pull-policy", "context"],
+)
+def test_deploy_names_a_bad_flag_and_exits_non_zero(
+    args: list[str], code: int, message: str, tmp_path: Path
+) -> None:
+    done = inv("deploy", "--runs-dir", str(tmp_path), *args)
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_logs_without_a_cluster_run_says_so(tmp_path: Path) -> None:
+    done = inv("logs", "--runs-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "no cluster run is recorded" in done.stderr
+
+
+@pytest.mark.cluster
+def test_deploy_logs_and_metrics_through_the_tasks(
+    sim_cluster: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    wait_schedulable(sim_cluster)
+    target = ["--context", sim_cluster.context, "--kubeconfig", sim_cluster.kubeconfig]
+    done = inv(
+        "deploy", "--workers", "3", "--params", "10000", "--namespace", sim_namespace,
+        "--runs-dir", str(tmp_path), "--timeout", "120", *target,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Pod Distribution" in done.stdout
+    assert "Completed" in done.stdout
+
+    refused = inv(
+        "deploy", "--workers", "4", "--namespace", sim_namespace, "--runs-dir", str(tmp_path),
+        *target,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "4 workers need 4 schedulable nodes" in refused.stderr
+
+    # kwok serves no log unless a test asks for one: every worker is reported missing.
+    metrics = inv("metrics", "--json", "--runs-dir", str(tmp_path))
+    assert metrics.returncode == 1
+    report = json.loads(metrics.stdout)
+    assert report["backend"] == "kubernetes"
+    assert [w["state"] for w in report["workers"]] == ["missing"] * 3
+    assert {w["node"] for w in report["workers"]} == set(sim_cluster.worker_names)
+    assert (tmp_path / report["run_id"] / "report.json").is_file()
