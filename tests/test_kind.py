@@ -178,7 +178,7 @@ class StandIn:
 def standin(docker_client: Any) -> Iterator[Callable[..., StandIn]]:
     made: list[str] = []
 
-    def make(running: bool = False, image: str = "") -> StandIn:
+    def make(running: bool = False, image: str = "", mount: Path | None = None) -> StandIn:
         name = f"ttg-kt-{secrets.token_hex(3)}"
         made.append(name)
         if running:
@@ -208,6 +208,9 @@ def standin(docker_client: Any) -> Iterator[Callable[..., StandIn]]:
                     detach=True,
                     user="root",
                     network_mode="none",
+                    volumes={str(mount): {"bind": "/ttg-results", "mode": "rw"}}
+                    if mount is not None and role == "worker"
+                    else None,
                 )
                 container.put_archive("/usr/local/bin", _scripts_archive())
             else:
@@ -352,8 +355,9 @@ def test_load_copies_the_image_only_to_workers_that_lack_this_build(
     binary.chmod(0o755)
     record = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_KIND_RECORD", str(record))
-    cluster = standin(running=True)
+    cluster = standin(running=True, mount=tmp_path / "results")
     control, worker, worker2 = cluster.node_names
+    assert kind.results_host_dir(cluster.name) == tmp_path / "results"
 
     first = kind.load(test_image, cluster.name, binary=str(binary))
     assert [(o.node, o.outcome) for o in first] == [

@@ -103,8 +103,13 @@ def test_metrics_builds_the_report_from_real_worker_output_in_pod_logs(
     # inv metrics: raw bytes of every log, pod timings, the report of a local run's shape.
     found_spec, record, run_dir = kube.find_run(tmp_path / "runs", "latest")
     assert found_spec == spec
+    assert record.results_dir == ""  # not kind: results stayed in the pods
+    # As on kind, where the shards appear in a host directory: here, the local workers'.
+    record.results_dir = str(tmp_path / "results")
     collected = kube.collect(found_spec, record, run_dir, api=api)
     report = collected.report
+    assert report["results"]["unique"] == 3000
+    assert report["results"]["missing_count"] == 0
     assert report["backend"] == "kubernetes"
     assert report["status"] == "succeeded"
     assert report["aggregate"]["processed"] == 3000

@@ -416,6 +416,17 @@ def load_lines(outcomes: list[NodeLoad]) -> list[str]:
     ]
 
 
+def results_host_dir(cluster: str, docker: Any | None = None) -> Path | None:
+    """The host directory the worker nodes of ``cluster`` mount at ``/ttg-results``, if any."""
+    for container in node_containers(cluster, docker):
+        if _role(container) != "worker":
+            continue
+        for mount in container.attrs.get("Mounts") or []:
+            if mount.get("Destination") == RESULTS_CONTAINER_PATH and mount.get("Source"):
+                return Path(mount["Source"])
+    return None
+
+
 def images_on_nodes(cluster: str, image: str, docker: Any | None = None) -> dict[str, bool]:
     """For each running worker node of ``cluster``: whether it holds this build of ``image``."""
     with _docker(docker) as api:

@@ -105,6 +105,7 @@ class RunRecord:
     server_version: str = ""
     kind_cluster: str = ""
     results: str = ""
+    results_dir: str = ""  # where the shards land on this machine (kind), else ""
     created_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -385,6 +386,16 @@ def _check_kind_image(cluster: str, image: str) -> None:
         )
 
 
+def _host_results_dir(cluster: str, run_id: str) -> str:
+    """On kind, the host directory where the run's shards appear; ``""`` elsewhere."""
+    if not cluster:
+        return ""
+    from ttg_ops import kind
+
+    mount = kind.results_host_dir(cluster)
+    return str(mount / run_id) if mount is not None else ""
+
+
 @dataclass
 class DeployResult:
     record: RunRecord
@@ -427,6 +438,7 @@ def deploy(
         server_version=facts.git_version,
         kind_cluster=facts.kind_cluster,
         results=job["metadata"]["annotations"][manifests.ANNOTATION_RESULTS],
+        results_dir=_host_results_dir(facts.kind_cluster, spec.run_id),
         created_at=time.time(),
     )
     run_dir = write_record(options.runs_root, spec, record)
@@ -1075,7 +1087,28 @@ def collect(
     if write:
         path = write_report(report, run_dir)
         mark_latest(run_dir)
+        if _link_results(record, run_dir):
+            from ttg_ops.report import attach_results
+            from ttg_ops.results import merge_results
+
+            try:
+                attach_results(report, merge_results(run_dir))
+            except TTGError as exc:
+                logger.warning("The results of run {} were not merged: {}", record.run_id, exc)
+            path = write_report(report, run_dir)
     return Collected(report, pods, never_started, unparsed, path)
+
+
+def _link_results(record: RunRecord, run_dir: Path) -> bool:
+    """Point ``run_dir/results`` at the shards on this machine (kind's host mount)."""
+    from ttg_ops.results import RESULTS_DIR
+
+    if not record.results_dir or not Path(record.results_dir).is_dir():
+        return False
+    link = run_dir / RESULTS_DIR
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(Path(record.results_dir).resolve(), target_is_directory=True)
+    return True
 
 
 def _job_times(api: Any, record: RunRecord) -> tuple[float | None, float | None]:
