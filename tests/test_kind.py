@@ -36,7 +36,8 @@ from tests.conftest import require_or_skip
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "k8s" / "kind-cluster.yaml"
 TEST_LABEL = "ttg.test"
-STANDIN_BASE = "ttg-base:bookworm-python3.11"
+# Images with python3 that CI has (the offline base) or a developer may have.
+STANDIN_BASES = ("ttg-base:bookworm-python3.11", "python:3.11-slim")
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,14 @@ def test_image(docker_client: Any) -> Iterator[str]:
     tag = f"ttg-kindtest-{secrets.token_hex(3)}:v1"
     _empty_image(docker_client, tag)
     yield tag
-    docker_client.images.remove(tag, force=True)
+    # Also the builds a test replaced under the same tag (left untagged).
+    for image in docker_client.images.list(filters={"label": f"{TEST_LABEL}=kind"}):
+        if tag in image.tags or not image.tags:
+            docker_client.images.remove(image.id, force=True)
 
 
 # The stand-ins of the node programs kind calls, backed by one JSON image table.
-_CRICTL = """#!/usr/bin/python3
+_CRICTL = """#!/usr/bin/env python3
 import json, sys
 table = json.load(open("/var/lib/standin/images.json")) if __import__("os").path.exists(
     "/var/lib/standin/images.json") else {}
@@ -113,7 +117,7 @@ print("no such image " + ref, file=sys.stderr)
 sys.exit(1)
 """
 
-_CTR = """#!/usr/bin/python3
+_CTR = """#!/usr/bin/env python3
 import io, json, os, sys, tarfile
 path = "/var/lib/standin/images.json"
 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -138,7 +142,7 @@ elif "tag" in args:
 json.dump(table, open(path, "w"))
 """
 
-_CONTAINERD = """#!/usr/bin/python3
+_CONTAINERD = """#!/usr/bin/env python3
 print('version = 2')
 print('[plugins."io.containerd.grpc.v1.cri".containerd]')
 print('  snapshotter = "overlayfs"')
@@ -181,12 +185,15 @@ def standin(docker_client: Any) -> Iterator[Callable[..., StandIn]]:
     def make(running: bool = False, image: str = "", mount: Path | None = None) -> StandIn:
         name = f"ttg-kt-{secrets.token_hex(3)}"
         made.append(name)
+        base = ""
         if running:
-            try:
-                docker_client.images.get(STANDIN_BASE)
-            except Exception:
+            local = {tag for image in docker_client.images.list() for tag in image.tags}
+            base = next((b for b in STANDIN_BASES if b in local), "")
+            if not base:
                 require_or_skip(
-                    "TTG_REQUIRE_DOCKER", f"the stand-in base {STANDIN_BASE} is missing"
+                    "TTG_REQUIRE_DOCKER",
+                    f"no image with python3 for the stand-in nodes ({', '.join(STANDIN_BASES)}); "
+                    "make the offline base with `inv images.base`",
                 )
         containers = []
         for role, suffix in (
@@ -201,7 +208,7 @@ def standin(docker_client: Any) -> Iterator[Callable[..., StandIn]]:
             }
             if running:
                 container = docker_client.containers.run(
-                    STANDIN_BASE,
+                    base,
                     ["sleep", "infinity"],
                     name=f"{name}-{suffix}",
                     labels=node_labels,
