@@ -376,3 +376,48 @@ def test_results_pvc_is_mounted_and_no_warning_is_given(
     volume = job.spec.template.spec.volumes[0]
     assert volume.persistent_volume_claim.claim_name == "shared"
     assert k8s.DEFAULT_CONTEXT == "kind-ttg-cluster"
+
+
+@pytest.mark.docker
+def test_on_kind_nodes_without_the_image_deploy_stops_before_creating_the_job(
+    sim_cluster: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    """The simulated nodes carry kind's provider ids; with node containers of those names
+    running in Docker, deploy treats the cluster as kind and checks each node's image."""
+    from ttg_ops import dockerapi, kind
+
+    docker = dockerapi.client()
+    local = {tag for image in docker.images.list() for tag in image.tags}
+    base = next((b for b in ("ttg-base:bookworm-python3.11", "python:3.11-slim") if b in local), "")
+    if not base:
+        pytest.skip("no image with a shell for the stand-in kind nodes (`inv images.base`)")
+    if kind.node_containers("ttg-cluster", docker):
+        pytest.skip("a real kind cluster named ttg-cluster exists on this machine")
+    started = []
+    try:
+        for name in sim_cluster.node_names:
+            role = "control-plane" if name == sim_cluster.control_plane_name else "worker"
+            started.append(
+                docker.containers.run(
+                    base,
+                    ["sleep", "infinity"],
+                    name=name,
+                    labels={kind.KIND_CLUSTER_LABEL: "ttg-cluster", kind.KIND_ROLE_LABEL: role},
+                    detach=True,
+                    network_mode="none",
+                )
+            )
+        spec = RunSpec(workers=3)
+        with pytest.raises(PreflightError) as info:
+            kube.deploy(spec, _options(sim_cluster, sim_namespace, tmp_path), _console())
+        message = str(info.value)
+        assert (
+            "the kind nodes ttg-cluster-worker, ttg-cluster-worker2, ttg-cluster-worker3" in message
+        )
+        assert "do not hold this build of ttg-worker:v1.1.0" in message
+        assert "inv kind.load" in message
+        assert _jobs(sim_cluster, sim_namespace) == []
+    finally:
+        for container in started:
+            container.remove(force=True)
+        docker.close()
