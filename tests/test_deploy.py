@@ -409,12 +409,13 @@ def test_on_kind_nodes_without_the_image_deploy_stops_before_creating_the_job(
             )
         spec = RunSpec(workers=3)
         with pytest.raises(PreflightError) as info:
-            kube.deploy(spec, _options(sim_cluster, sim_namespace, tmp_path), _console())
+            options = _options(sim_cluster, sim_namespace, tmp_path, image=base)
+            kube.deploy(spec, options, _console())
         message = str(info.value)
         assert (
             "the kind nodes ttg-cluster-worker, ttg-cluster-worker2, ttg-cluster-worker3" in message
         )
-        assert "do not hold this build of ttg-worker:v1.1.0" in message
+        assert f"do not hold this build of {base}" in message
         assert "inv kind.load" in message
         assert _jobs(sim_cluster, sim_namespace) == []
     finally:
