@@ -135,6 +135,9 @@ func (p *proxy) follow(w http.ResponseWriter, r *http.Request) {
 
 	var lastByte atomic.Int64
 	lastByte.Store(time.Now().UnixNano())
+	// Set before the upstream request is cancelled: whatever kwok sends after that is
+	// its complaint about the cancellation ("context cancelled"), not the pod's log.
+	var ending atomic.Bool
 	go func() {
 		ticker := time.NewTicker(pollInterval)
 		defer ticker.Stop()
@@ -145,6 +148,7 @@ func (p *proxy) follow(w http.ResponseWriter, r *http.Request) {
 			case <-ticker.C:
 				quiet := time.Since(time.Unix(0, lastByte.Load())) >= quietPeriod
 				if quiet && p.finished(ctx, namespace, pod) {
+					ending.Store(true)
 					cancel()
 					return
 				}
@@ -156,7 +160,7 @@ func (p *proxy) follow(w http.ResponseWriter, r *http.Request) {
 	buffer := make([]byte, 32*1024)
 	for {
 		n, err := response.Body.Read(buffer)
-		if n > 0 {
+		if n > 0 && !ending.Load() {
 			if _, werr := w.Write(buffer[:n]); werr != nil {
 				return
 			}
