@@ -421,7 +421,6 @@ def deploy(
     facts = preflight(spec, options, api)
     job, warning = plan(spec, options, facts)
     if warning:
-        logger.warning("Run {}: {}.", spec.run_id, warning)
         console.print(f"[yellow]warning:[/yellow] {warning}")
 
     created_namespace = ensure_namespace(api, options.namespace, options.context)
@@ -460,9 +459,17 @@ def deploy(
             highlight=False,
         )
         return result
-    result.follow = follow(
-        api, spec, record, timeout=options.timeout, console=console, show_logs=options.show_logs
-    )
+    try:
+        result.follow = follow(
+            api, spec, record, timeout=options.timeout, console=console, show_logs=options.show_logs
+        )
+    except KeyboardInterrupt:
+        console.print(
+            f"Stopped following; Job {record.job} keeps running. Follow it again with "
+            f"`inv logs --follow --run-id {spec.run_id}`.",
+            highlight=False,
+        )
+        raise
     result.timings["to_first_pod_s"] = (
         result.follow.first_pod_at - started if result.follow.first_pod_at is not None else -1.0
     )
