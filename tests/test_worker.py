@@ -38,6 +38,7 @@ EXTRA_KEYS = {
     "run_id",
     "task",
     "failed_count",
+    "resumed_failed_count",
     "skipped_count",
     "total_params",
     "space_size",
@@ -327,6 +328,29 @@ def test_a_raising_task_is_recorded_and_fails_the_worker_over_the_threshold(
     assert errors[20] == "ValueError: parameter 20 is a multiple of 10"
     assert all(row["value"] is None for row in rows if row["error"])
     assert rows[3]["value"] == 9
+
+
+def test_a_retried_failed_worker_fails_again_counting_the_errors_it_resumes(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    settings = {"TTG_TOTAL_PARAMS": "30", "TTG_TASK_OPTIONS": '{"cost_ms": "x"}'}
+    first = run_worker(out, **settings)
+    assert first.returncode == 1, first.stderr
+    assert summary_of(first)["failed_count"] == 30
+
+    retry = run_worker(out, **settings)
+    assert retry.returncode == 1, retry.stdout + retry.stderr
+    summary = summary_of(retry)
+    assert (summary["status"], summary["exit_code"]) == ("failed", 1)
+    assert (summary["skipped_count"], summary["processed_count"]) == (30, 0)
+    assert (summary["failed_count"], summary["resumed_failed_count"]) == (30, 30)
+    failed = [e for e in parse_lines(retry.stdout.splitlines()) if e.name == "FAILED"]
+    assert (
+        "30 of 30 parameters failed (30 recorded by an earlier attempt)"
+        in (failed[0].fields["message"])
+    )
+    assert len(results(out)) == 30  # nothing recomputed, nothing duplicated
 
 
 def test_failures_within_the_threshold_complete(tmp_path: Path) -> None:

@@ -78,7 +78,17 @@ def encode_unserialisable(index: int, params: Any, value: Any, exc: Exception) -
 
 
 def recover(path: Path) -> tuple[set[int], int]:
-    """Indexes already in the shard at ``path``, and how many bytes of torn tail were cut.
+    """Indexes already in the shard at ``path``, and how many bytes of torn tail were cut."""
+    done, _, cut = scan(path)
+    return done, cut
+
+
+def scan(path: Path) -> tuple[set[int], set[int], int]:
+    """Indexes in the shard at ``path``, those of them recorded with an error, and the cut.
+
+    The second set holds the indexes whose line has a non-null ``error``: a
+    resumed worker counts them as failed, so a retry of a failed worker fails
+    again instead of skipping its errors and reporting success.
 
     Everything after the last complete results line is cut off (the file is
     truncated there): a line without its newline, or trailing lines that are
@@ -86,8 +96,9 @@ def recover(path: Path) -> tuple[set[int], int]:
     The file is read line by line, so a large shard costs only its indexes.
     """
     if not path.exists():
-        return set(), 0
+        return set(), set(), 0
     done: set[int] = set()
+    errored: set[int] = set()
     keep = size = 0
     with path.open("rb+") as handle:
         for raw in handle:
@@ -100,13 +111,15 @@ def recover(path: Path) -> tuple[set[int], int]:
                 continue
             if isinstance(record, dict) and isinstance(record.get("index"), int):
                 done.add(record["index"])
+                if record.get("error") is not None:
+                    errored.add(record["index"])
                 keep = size
         cut = size - keep
         if cut:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-    return done, cut
+    return done, errored, cut
 
 
 class ResultsWriter:

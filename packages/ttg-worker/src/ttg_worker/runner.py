@@ -25,7 +25,7 @@ from ttg_logging import event, metric, progress, summary
 
 from ttg_worker.config import WorkerConfig
 from ttg_worker.errors import WorkerConfigError
-from ttg_worker.results import ResultsWriter, encode, encode_unserialisable, recover, shard_path
+from ttg_worker.results import ResultsWriter, encode, encode_unserialisable, scan, shard_path
 from ttg_worker.sharding import Selection, parse_only, shard_bounds
 from ttg_worker.spaces import Space, load_space
 from ttg_worker.tasks import Task, check_options, resolve_task
@@ -102,6 +102,7 @@ class Tally:
     skipped: int = 0
     processed: int = 0
     failed: int = 0
+    resumed_failed: int = 0  # skipped parameters whose recorded result is an error
     batch_times: list[float] = field(default_factory=list)
     duration: float = 0.0
     signum: int = 0
@@ -115,6 +116,11 @@ class Tally:
             "min_batch_time": round(min(times), 3) if times else 0.0,
             "max_batch_time": round(max(times), 3) if times else 0.0,
         }
+
+    @property
+    def total_failed(self) -> int:
+        """Failed parameters of the shard: computed now plus those found errored on resume."""
+        return self.failed + self.resumed_failed
 
     @property
     def rate(self) -> float:
@@ -173,7 +179,7 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
     start, end = shard_bounds(config.worker_id, config.workers, len(selection))
     path = shard_path(config.output_dir, config.worker_id)
     try:
-        done, cut = recover(path)
+        done, errored, cut = scan(path)
     except OSError as exc:
         raise WorkerConfigError(
             f"TTG_OUTPUT_DIR={config.output_dir!r}: cannot read the existing results shard "
@@ -186,9 +192,14 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
         log.warning(f"Discarded a torn last line ({cut} bytes) of the results shard {path}.")
     if done:
         tally.skipped = sum(1 for index in selection.indexes(start, end) if index in done)
+        if errored:
+            tally.resumed_failed = sum(
+                1 for index in selection.indexes(start, end) if index in errored
+            )
         log.info(
             f"Resuming from {path}: {tally.skipped} of {tally.shard_size} parameters are "
-            "already done and will be skipped."
+            f"already done and will be skipped ({tally.resumed_failed} of them recorded an "
+            "error and count as failed)."
         )
         stray = len(done) - tally.skipped
         if stray:
@@ -354,7 +365,7 @@ def _finish(
     path = shard_path(config.output_dir, config.worker_id)
     for name, value, unit in (
         ("processed_count", tally.processed, "params"),
-        ("failed_count", tally.failed, "params"),
+        ("failed_count", tally.total_failed, "params"),
         ("duration", tally.duration, "seconds"),
         ("throughput", tally.rate, "params/sec"),
         ("avg_batch_time", tally.batch_stats()["avg_batch_time"], "seconds"),
@@ -378,7 +389,8 @@ def _finish(
             "batch_stats": tally.batch_stats(),
             "run_id": config.run_id,
             "task": config.task,
-            "failed_count": tally.failed,
+            "failed_count": tally.total_failed,
+            "resumed_failed_count": tally.resumed_failed,
             "skipped_count": tally.skipped,
             "total_params": len(shard.selection) if shard else None,
             "space_size": len(shard.space) if shard else None,
@@ -409,20 +421,26 @@ def _outcome(config: WorkerConfig, path: Path, tally: Tally) -> tuple[str, int]:
         _event("FAILED", f"{worker} failed: {error}", error=error)
         return STATUS_FAILED, 1
 
-    ratio = tally.failed / tally.processed if tally.processed else 0.0
+    # Errors found on resume count: a retried worker must not turn failures into success.
+    failed = tally.total_failed
+    accounted = tally.processed + tally.skipped
+    ratio = failed / accounted if accounted else 0.0
     threshold = f"{100.0 * config.failure_threshold:.1f}%"
+    resumed = (
+        f" ({tally.resumed_failed} recorded by an earlier attempt)" if tally.resumed_failed else ""
+    )
     if ratio > config.failure_threshold:
         _event(
             "FAILED",
-            f"{tally.failed} of {tally.processed} parameters failed ({100.0 * ratio:.1f}%), "
+            f"{failed} of {accounted} parameters failed{resumed} ({100.0 * ratio:.1f}%), "
             f"above the failure threshold of {threshold}; the errors are in "
             f"{path}.",
             error="failure threshold exceeded",
         )
         return STATUS_FAILED, 1
-    if tally.failed:
+    if failed:
         logger.bind(module="main").warning(
-            f"{tally.failed} of {tally.processed} parameters failed, within the failure "
+            f"{failed} of {accounted} parameters failed{resumed}, within the failure "
             f"threshold of {threshold}; the errors are in {path}."
         )
     _event(
