@@ -33,6 +33,38 @@ def _user_errors() -> Iterator[None]:
         raise Exit(code=130) from None
 
 
+def _number(
+    value: str | float,
+    flag: str,
+    kind: type[int] | type[float] = float,
+    minimum: float | None = None,
+    unit: str = "seconds",
+) -> Any:
+    """A numeric flag taken as text (``--timeout 5``), checked; :class:`ConfigError` otherwise.
+
+    invoke infers a flag's type from its default, and a float or ``None``
+    default makes ``--help`` show no value and a bad value end in a traceback,
+    so numeric flags default to text (``timeout: str = "3"``) and come here.
+    ``kind=int`` asks for a whole number; ``unit`` names what the number counts.
+    """
+    import math
+
+    from ttg_ops.errors import ConfigError
+
+    text = str(value).strip().replace("_", "")
+    whole = kind is int
+    what = f"a whole number of {unit}" if whole else f"a number of {unit}"
+    try:
+        number = int(text) if whole else float(text)
+    except ValueError:
+        raise ConfigError(f"--{flag} must be {what}, got {str(value)!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"--{flag} must be {what}, got {str(value)!r}")
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"--{flag} must be at least {minimum:g} {unit}, got {str(value)!r}")
+    return number
+
+
 # ---------------------------------------------------------------------------
 # Root tasks
 # ---------------------------------------------------------------------------
@@ -148,7 +180,7 @@ def resources(  # noqa: PLR0917 - the parameters are the task's CLI flags
     kubeconfig: str = "",
     namespace: str = "",
     cluster: str = "ttg-cluster",
-    timeout: float = 3.0,
+    timeout: str = "3",
     json: bool = False,
 ) -> None:
     """List what TTG created: images, containers, kind clusters, Jobs, pods, events.
@@ -166,7 +198,7 @@ def resources(  # noqa: PLR0917 - the parameters are the task's CLI flags
             kubeconfig=kubeconfig or None,
             namespace=namespace or None,
             cluster=cluster,
-            timeout=timeout,
+            timeout=_number(timeout, "timeout", minimum=0),
         )
         if json:
             print(json_module.dumps(found.to_dict(), indent=2))
@@ -194,7 +226,7 @@ def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
     kubeconfig: str = "",
     namespace: str = "",
     cluster: str = "ttg-cluster",
-    timeout: float = 3.0,
+    timeout: str = "3",
     propagation: str = "Background",
 ) -> None:
     """Delete everything TTG created (Jobs, pods, kind cluster, containers, images).
@@ -218,7 +250,7 @@ def cleanup(  # noqa: PLR0917 - the parameters are the task's CLI flags
             keep_cluster=keep_cluster,
             keep_images=keep_images,
             propagation=propagation,
-            timeout=timeout,
+            timeout=_number(timeout, "timeout", minimum=0),
         )
 
 
