@@ -74,7 +74,7 @@ def test_parse_ranges_rejects_bad_input_naming_it(text: str) -> None:
 def test_selected_ranges_clips_only_to_the_space() -> None:
     spec = RunSpec(params=100, only="90:120,10:20", run_id="sel")
     assert selected_ranges(spec) == [(10, 20), (90, 100)]
-    assert selected_ranges(RunSpec(params=0, run_id="empty")) == []
+    assert selected_ranges(RunSpec(params=1, only="0:1", run_id="one")) == [(0, 1)]
 
 
 def test_read_shard_skips_a_torn_last_line_and_garbage(tmp_path: Path) -> None:

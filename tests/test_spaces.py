@@ -92,12 +92,16 @@ def test_csv_values_become_numbers_only_when_they_read_as_decimal_numbers(
         ("grid.yaml", "- 1\n- 2\n", "non-empty mapping"),
         ("grid.yaml", "a: [1, 2]\nb: []\n", "axis 'b' must be a non-empty list"),
         ("grid.yaml", "a: [1, 2\n", "not valid YAML"),
+        ("grid.yaml", "a: [1, 2\nb: [3\n", "but got ':' at line 2, column 2)"),
         ("grid.json", "{", "not valid JSON"),
         ("grid.json", '{"a": 5}', "axis 'a'"),
         ("p.jsonl", '{"n": 1}\n[1]\n', "line 2 must be a JSON object"),
         ("p.jsonl", '{"n": 1}\n{oops\n', "line 2 is not valid JSON"),
         ("p.csv", "", "needs a header row"),
-        ("p.csv", "a,b\n1,2,3\n", "more cells than the header"),
+        ("p.csv", "a,b\n1,2\n1,2,3\n", "line 3 has 3 cells but the header names 2"),
+        ("p.csv", "a,b\n1,2\n1\n", "line 3 has 1 cells but the header names 2"),
+        ("p.csv", "a,b\n", "the csv file defines no parameters"),
+        ("p.jsonl", "\n\n", "the jsonl file defines no parameters"),
         ("p.txt", "1\n", "allowed: .yaml, .yml, .json, .jsonl, .csv"),
     ],
 )
@@ -109,6 +113,12 @@ def test_bad_space_files_name_the_setting_and_the_problem(
     with pytest.raises(WorkerConfigError, match="TTG_SPACE=") as info:
         load_space(str(path), 10)
     assert message in str(info.value)
+    assert "\n" not in str(info.value)  # one line, whatever the parser said
+
+
+def test_an_empty_range_space_is_refused() -> None:
+    with pytest.raises(WorkerConfigError, match="TTG_TOTAL_PARAMS=0: an empty space"):
+        load_space("", 0)
 
 
 def test_a_missing_space_file_is_a_configuration_error(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ finished run and carries it out the same way.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -43,7 +44,7 @@ from ttg_ops.results import (
     shard_bounds,
     spec_space_size,
 )
-from ttg_ops.spec import RunSpec
+from ttg_ops.spec import MAX_LOCAL_WORKERS, RunSpec
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -146,7 +147,7 @@ def run(
     ``report["status"]``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = _make_run_dir(run_dir)
     lines_by_index: dict[int, list[str]] = {i: [] for i in range(spec.workers)}
     interrupted = False
     created_at = time.time()
@@ -154,10 +155,7 @@ def run(
         try:
             # Start the workers first: their interpreters start while the display (and
             # rich, imported only now) is set up.
-            try:
-                backend.launch(spec, run_dir)
-            except KeyboardInterrupt:
-                interrupted = True
+            interrupted = _launch(backend, spec, run_dir, created)
             from rich.console import Console
 
             from ttg_ops.follow import Tracker, make_view
@@ -212,6 +210,37 @@ def run(
     write_report(report, run_dir)
     _update_root_report(run_dir, merge)
     return report
+
+
+def _launch(backend: Backend, spec: RunSpec, run_dir: Path, created: bool) -> bool:
+    """Start the workers; return True when Ctrl-C interrupted the launch.
+
+    When the launch fails (a missing image, a refused container), nothing
+    ran: a run directory created for it is removed again.
+    """
+    try:
+        backend.launch(spec, run_dir)
+    except KeyboardInterrupt:
+        return True
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return False
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create the run directory; return whether it is new. ConfigError if it cannot be made."""
+    existed = run_dir.is_dir()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the run directory {run_dir} ({type(exc).__name__}: "
+            f"{exc.strerror or exc})",
+            hint="pass --runs-dir a writable directory",
+        ) from None
+    return not existed
 
 
 def _stop_now(backend: Backend) -> None:
@@ -320,6 +349,8 @@ def check_spec(spec: RunSpec, backend_name: str) -> None:
     from ttg_worker.errors import WorkerConfigError
     from ttg_worker.tasks import check_options, resolve_task
 
+    if backend_name in LOCAL_BACKENDS:
+        _check_local_workers(spec, backend_name)
     try:
         # A 'module:function' task may exist only inside the worker image.
         if ":" not in spec.task or backend_name == "process":
@@ -337,6 +368,31 @@ def check_spec(spec: RunSpec, backend_name: str) -> None:
         raise ConfigError(message) from None
     if spec.only:
         parse_ranges(spec.only)
+
+
+def _check_local_workers(spec: RunSpec, backend_name: str) -> None:
+    """Refuse more local workers than the machine sensibly runs, or than there are parameters.
+
+    The worker itself accepts more workers than parameters (the extra ones get
+    an empty shard), but locally every worker is a process or container that
+    would only start and stop idle.
+    """
+    if spec.workers > MAX_LOCAL_WORKERS:
+        raise ConfigError(
+            f"--workers {spec.workers:,} is more than the {MAX_LOCAL_WORKERS} workers the "
+            f"{backend_name} backend runs on one machine; allowed: 1 to {MAX_LOCAL_WORKERS}",
+            hint="use `inv deploy` for a larger Kubernetes run",
+        )
+    size = spec_space_size(spec)
+    if size is None:
+        return
+    selected = count_ranges(selected_ranges(spec, size))
+    if spec.workers > selected:
+        raise ConfigError(
+            f"--workers {spec.workers} is more than the {selected} parameters to compute: "
+            f"{spec.workers - selected} workers would have nothing to do; allowed: 1 to "
+            f"{selected} workers"
+        )
 
 
 def parse_task_options(text: str) -> dict[str, Any]:

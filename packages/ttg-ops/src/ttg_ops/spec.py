@@ -39,6 +39,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 BACKENDS = ("process", "docker", "kubernetes")
 DEFAULT_VERSION = "1.1.0"
+# Kubernetes refuses an Indexed Job with more completions than this.
+MAX_WORKERS = 100_000
+# Local backends (processes, containers on one machine): see runner.check_spec.
+MAX_LOCAL_WORKERS = 512
+# The worker's own limit on TTG_BATCH_SIZE (ttg_worker.config.MAX_BATCH_SIZE).
+MAX_BATCH_SIZE = 10_000_000
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 _RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
@@ -88,12 +94,19 @@ class RunSpec:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad setting and what is allowed."""
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
-        if self.params < 0:
-            raise ConfigError(f"params must be 0 or more, got {self.params}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"workers must be from 1 to {MAX_WORKERS:,} (the Kubernetes Indexed Job "
+                f"limit), got {self.workers:,}"
+            )
+        if self.params < 1:
+            raise ConfigError(
+                f"params must be at least 1, got {self.params}: an empty space has nothing to run"
+            )
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"batch size must be from 1 to {MAX_BATCH_SIZE:,}, got {self.batch_size:,}"
+            )
         if not self.task.strip():
             raise ConfigError("task must be a built-in task name or 'module:function'")
         if self.log_level.upper() not in LOG_LEVELS:

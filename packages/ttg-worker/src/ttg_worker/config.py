@@ -42,6 +42,8 @@ SETTINGS: tuple[tuple[str, str, str, str, str], ...] = (
     ("log_format", "LOG_FORMAT", "--log-format", "FORMAT", "text or json (text)"),
 )
 ENV_OF = {attr: env for attr, env, _, _, _ in SETTINGS}
+# Larger batches gain nothing and hold a batch of results in memory.
+MAX_BATCH_SIZE = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -86,15 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int(name: str, raw: str, minimum: int) -> int:
+def _int(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
+    allowed = (
+        f"an integer >= {minimum}"
+        if maximum is None
+        else f"an integer from {minimum} to {maximum:,}"
+    )
     try:
         value = int(raw.strip())
     except ValueError:
-        raise WorkerConfigError(
-            f"{name}={raw!r} is not an integer; allowed: an integer >= {minimum}"
-        ) from None
+        raise WorkerConfigError(f"{name}={raw!r} is not an integer; allowed: {allowed}") from None
     if value < minimum:
-        raise WorkerConfigError(f"{name}={raw!r} is too small; allowed: an integer >= {minimum}")
+        raise WorkerConfigError(f"{name}={raw!r} is too small; allowed: {allowed}")
+    if maximum is not None and value > maximum:
+        raise WorkerConfigError(f"{name}={raw!r} is too large; allowed: {allowed}")
     return value
 
 
@@ -163,12 +170,12 @@ def load_config(
     return WorkerConfig(
         worker_id=worker_id,
         workers=workers,
-        params=_int(label["params"], values.get("params", "10000"), 0),
+        params=_int(label["params"], values.get("params", "10000"), 1),
         params_explicit="params" in values,
         space=values.get("space", "").strip(),
         task=task,
         task_options=options,
-        batch_size=_int(label["batch_size"], values.get("batch_size", "500"), 1),
+        batch_size=_int(label["batch_size"], values.get("batch_size", "500"), 1, MAX_BATCH_SIZE),
         output_dir=values.get("output_dir", "./ttg-output"),
         run_id=values.get("run_id", "").strip(),
         version=values.get("version", __version__).strip(),

@@ -121,6 +121,15 @@ def _read(path: str) -> str:
         raise _bad(path, f"cannot read the file ({type(exc).__name__}: {exc})") from None
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: its problem and where (line and column, 1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _load_grid(path: str, text: str) -> GridSpace:
     if path.endswith(".json"):
         try:
@@ -133,7 +142,7 @@ def _load_grid(path: str, text: str) -> GridSpace:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise _bad(path, f"not valid YAML ({exc})") from None
+            raise _bad(path, f"not valid YAML ({_yaml_problem(exc)})") from None
 
     if not isinstance(data, dict) or not data:
         raise _bad(path, "a grid must be a non-empty mapping of name -> list of values")
@@ -168,9 +177,15 @@ def _load_csv(path: str, text: str) -> ListSpace:
     if not reader.fieldnames:
         raise _bad(path, "a CSV space needs a header row naming the parameters")
     items: list[dict[str, Any]] = []
+    width = len(reader.fieldnames)
     for row in reader:
-        if None in row:
-            raise _bad(path, f"row {reader.line_num} has more cells than the header")
+        if None in row or any(value is None for value in row.values()):
+            cells = width + len(row.get(None) or []) - sum(v is None for v in row.values())
+            raise _bad(
+                path,
+                f"line {reader.line_num} has {cells} cells but the header names {width}; "
+                "every row needs one cell per header column (the first row is the header)",
+            )
         items.append({key: csv_value(value or "") for key, value in row.items()})
     return ListSpace("csv", items, path)
 
@@ -178,14 +193,24 @@ def _load_csv(path: str, text: str) -> ListSpace:
 def load_space(path: str, total_params: int) -> Space:
     """The space named by ``TTG_SPACE`` (empty: the integer range of ``total_params``)."""
     if not path:
+        if total_params < 1:
+            raise WorkerConfigError(
+                f"TTG_TOTAL_PARAMS={total_params}: an empty space has nothing to run; "
+                "allowed: an integer >= 1"
+            )
         return RangeSpace(total_params)
     suffix = Path(path).suffix.lower()
     if suffix not in SPACE_SUFFIXES:
         allowed = ", ".join(SPACE_SUFFIXES)
         raise _bad(path, f"unknown space file type {suffix!r}; allowed: {allowed}")
     text = _read(path)
+    space: Space
     if suffix == ".jsonl":
-        return _load_jsonl(path, text)
-    if suffix == ".csv":
-        return _load_csv(path, text)
-    return _load_grid(path, text)
+        space = _load_jsonl(path, text)
+    elif suffix == ".csv":
+        space = _load_csv(path, text)
+    else:
+        space = _load_grid(path, text)
+    if len(space) == 0:
+        raise _bad(path, f"the {space.kind} file defines no parameters; a space needs at least one")
+    return space
