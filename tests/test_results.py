@@ -275,3 +275,18 @@ def test_a_rerun_completes_any_lineage_exactly_once(params: int, data: st.DataOb
         assert final.ok and final.unique == params and final.replaced == len(errors)
         lines = final.merged_path.read_text().splitlines()
         assert [json.loads(line)["index"] for line in lines] == list(range(params))
+
+
+@pytest.mark.parametrize("text", ["0:5,5:9,20:30", "3:4", " 7:9 , 1:2 ", "0:10,2:3"])
+def test_the_tooling_and_the_worker_parse_ranges_identically(text: str) -> None:
+    from ttg_worker.sharding import parse_only
+
+    assert tuple(parse_ranges(text)) == parse_only(text, 1000).ranges
+
+
+def test_parse_ranges_is_the_workers_parser() -> None:
+    from ttg_worker import sharding
+
+    with pytest.raises(ConfigError, match=r"index ranges='1:2:3': '1:2:3' is not a range"):
+        parse_ranges("1:2:3")
+    assert sharding.parse_ranges("4:6,0:2") == parse_ranges("0:2,4:6")

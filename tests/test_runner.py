@@ -259,7 +259,7 @@ def test_inv_run_report_results_end_to_end(tmp_path: Path) -> None:
         (("--backend", "podman"), "backend 'podman' is not one of process, docker"),
         (("--task-options", "[1]"), "task options must be a JSON object"),
         (("--log-format", "xml"), "log format 'xml' is not one of text, json"),
-        (("--workers", "0"), "workers must be at least 1"),
+        (("--workers", "0"), "workers must be from 1 to 100,000"),
         (("--run-id", "Bad_Id"), "run id 'Bad_Id' must be lowercase"),
         (("--params", "lots"), "--params must be a whole number such as 3, got 'lots'"),
         (("--failure-threshold", "x"), "--failure-threshold must be a number from 0 to 1"),

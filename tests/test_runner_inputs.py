@@ -116,6 +116,6 @@ def test_inv_run_refuses_bad_input_with_one_message(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     done = _inv("run", *args)
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stdout + done.stderr

@@ -358,6 +358,21 @@ def test_a_retried_failed_worker_fails_again_counting_the_errors_it_resumes(
     assert len(results(out)) == 30  # nothing recomputed, nothing duplicated
 
 
+def test_a_closed_stdout_ends_the_worker_quietly_with_141(tmp_path: Path) -> None:
+    env = worker_env(tmp_path / "out", TTG_TOTAL_PARAMS="3000", TTG_TASK="noop")
+    proc = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m ttg_worker | head -1; echo "rc=${{PIPESTATUS[0]}}"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout.splitlines()[-1] == "rc=141", proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr
+    assert proc.stderr == ""
+
+
 def test_failures_within_the_threshold_complete(tmp_path: Path) -> None:
     proc = run_worker(
         tmp_path / "out", TTG_TOTAL_PARAMS="100", TTG_TASK="flaky", TTG_FAILURE_THRESHOLD="0.1"

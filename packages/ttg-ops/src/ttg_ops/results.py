@@ -45,25 +45,18 @@ _RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 def parse_ranges(text: str) -> list[Range]:
     """Parse ``"start:end,start:end"`` (half-open, as in ``TTG_ONLY``) into sorted ranges.
 
+    The worker's own parser (:func:`ttg_worker.sharding.parse_ranges`) does
+    the work, so the tooling and the worker accept exactly the same text.
     Raises :class:`ConfigError` naming the bad part. Overlapping or adjacent
-    ranges are merged; empty ranges are dropped.
+    ranges are merged.
     """
-    ranges: list[Range] = []
-    for piece in text.split(","):
-        part = piece.strip()
-        if not part:
-            continue
-        start_text, sep, end_text = part.partition(":")
-        if not sep or not start_text.strip().isdigit() or not end_text.strip().isdigit():
-            raise ConfigError(
-                f"index range {part!r} is not 'start:end' with whole numbers "
-                "(half-open, for example '0:100,250:300')"
-            )
-        start, end = int(start_text), int(end_text)
-        if end < start:
-            raise ConfigError(f"index range {part!r} ends before it starts")
-        ranges.append((start, end))
-    return normalize_ranges(ranges)
+    from ttg_worker.errors import WorkerConfigError
+    from ttg_worker.sharding import parse_ranges as parse_index_ranges
+
+    try:
+        return parse_index_ranges(text, setting="index ranges")
+    except WorkerConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def normalize_ranges(ranges: Iterable[Range]) -> list[Range]:

@@ -63,16 +63,16 @@ class Selection:
         raise IndexError(f"position {position} is outside a selection of {offset}")
 
 
-def parse_only(text: str, size: int, setting: str = "TTG_ONLY") -> Selection:
-    """Parse ``"a:b,c:d"`` half-open ranges of global indexes into a Selection.
+def parse_ranges(
+    text: str, setting: str = "TTG_ONLY", size: int | None = None
+) -> list[tuple[int, int]]:
+    """Parse ``"a:b,c:d"`` half-open ranges of global indexes: sorted, merged, non-empty.
 
-    Ranges may come in any order and may overlap; they are merged. Each must
-    satisfy ``0 <= a < b <= size``.
+    Ranges may come in any order and may overlap or touch; they are merged.
+    Each must satisfy ``0 <= a < b`` (and ``b <= size`` when ``size`` is
+    given). Raises :class:`WorkerConfigError` naming ``setting`` and the bad
+    part. The tooling (``ttg_ops.results.parse_ranges``) uses this too.
     """
-    text = text.strip()
-    if not text:
-        return Selection.everything(size)
-
     ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         piece = part.strip()
@@ -88,7 +88,11 @@ def parse_only(text: str, size: int, setting: str = "TTG_ONLY") -> Selection:
                 f"{setting}={text!r}: {piece!r} is not a range; write half-open ranges of "
                 "global parameter indexes like '0:100,250:300'"
             ) from None
-        if not 0 <= low < high <= size:
+        if size is None and not 0 <= low < high:
+            raise WorkerConfigError(
+                f"{setting}={text!r}: range {low}:{high} must satisfy 0 <= start < end"
+            )
+        if size is not None and not 0 <= low < high <= size:
             raise WorkerConfigError(
                 f"{setting}={text!r}: range {low}:{high} must satisfy 0 <= start < end <= "
                 f"{size} (the space has {size} parameters)"
@@ -101,4 +105,12 @@ def parse_only(text: str, size: int, setting: str = "TTG_ONLY") -> Selection:
             merged[-1] = (merged[-1][0], max(merged[-1][1], high))
         else:
             merged.append((low, high))
-    return Selection(tuple(merged))
+    return merged
+
+
+def parse_only(text: str, size: int, setting: str = "TTG_ONLY") -> Selection:
+    """Parse ``TTG_ONLY`` into a Selection of a space of ``size``; empty means everything."""
+    text = text.strip()
+    if not text:
+        return Selection.everything(size)
+    return Selection(tuple(parse_ranges(text, setting, size)))
