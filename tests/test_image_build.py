@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import shutil
 import uuid
@@ -250,6 +251,88 @@ def test_a_code_change_rebuilds_only_the_last_layer(
         sizes = [h["Size"] for h in new if h["Size"] > 0]
         assert len(sizes) == 3
         assert sizes[0] < 1_000_000, "the only new layer is TTG's code, well under 1 MB"
+    finally:
+        with contextlib.suppress(ImageNotFound):
+            docker_client.images.remove(name)
+
+
+def test_build_chain_collects_every_step_image_of_a_classic_build_log() -> None:
+    log = [
+        "Step 1/3 : FROM ttg-base:bookworm-python3.11 AS deps",
+        " ---> 3f1c2a9b8d7e",
+        "Step 2/3 : COPY requirements.txt /build/requirements.txt",
+        " ---> Using cache",
+        " ---> 0a1b2c3d4e5f",
+        "Step 3/3 : RUN true",
+        " ---> Running in 99aa88bb77cc",
+        "Removing intermediate container 99aa88bb77cc",
+        " ---> 5e6f7a8b9c0d",
+        "Successfully built 5e6f7a8b9c0d",
+    ]
+
+    assert images.build_chain(log) == {"3f1c2a9b8d7e", "0a1b2c3d4e5f", "5e6f7a8b9c0d"}
+
+
+def test_only_untagged_ttg_stage_images_count_as_build_stages() -> None:
+    stage = {**labels.docker_labels(""), labels.DOCKER_COMPONENT: images.STAGE_COMPONENT}
+    inherited = {**labels.docker_labels("bookworm"), labels.DOCKER_COMPONENT: "base"}
+
+    assert images.is_build_stage(stage, [])
+    assert images.is_build_stage(inherited, [])  # stages of builds made before the label
+    assert not images.is_build_stage(inherited, [images.OFFLINE_BASE])  # the base itself
+    assert not images.is_build_stage(labels.docker_labels("1.1.0"), [])  # a superseded worker
+    assert not images.is_build_stage({**stage, labels.DOCKER_PROJECT: "someone-else"}, [])
+
+
+def test_the_dockerfile_marks_its_stages_as_build_stages() -> None:
+    dockerfile = (images.project_root() / "images" / "worker" / "Dockerfile").read_text()
+    first_stage = dockerfile.split(" AS deps", 1)[1].split("\nFROM ", 1)[0]
+
+    assert f'{labels.DOCKER_PROJECT}="{labels.PROJECT}"' in first_stage
+    assert f'{labels.DOCKER_COMPONENT}="{images.STAGE_COMPONENT}"' in first_stage
+    assert f'{labels.DOCKER_VERSION}=""' in first_stage
+
+
+def _stage_images(client: Any) -> dict[str, dict[str, Any]]:
+    """Dangling build-stage images by id: the leftovers a build can leave."""
+    selector = {"dangling": True, "label": [f"{labels.DOCKER_PROJECT}={labels.PROJECT}"]}
+    return {
+        entry["Id"]: entry
+        for entry in client.api.images(filters=selector)
+        if images.is_build_stage(entry.get("Labels"), [])
+    }
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_builds_with_code_changes_leave_only_the_current_stage_images(
+    worker_image: Any, docker_client: Any, tmp_path: Path
+) -> None:
+    root = images.project_root()
+    copy = tmp_path / "checkout"
+    shutil.copytree(
+        root,
+        copy,
+        ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "runs", "__pycache__", "*.pyc"),
+    )
+    wheelhouse = root / ".cache" / "image" / "wheelhouse"
+    if wheelhouse.is_dir():
+        shutil.copytree(wheelhouse, copy / ".cache" / "image" / "wheelhouse")
+    module = copy / "packages" / "ttg-worker" / "src" / "ttg_worker" / "__init__.py"
+    name = "ttg-worker:test-stage-leftovers"
+    seen = [set(_stage_images(docker_client))]
+    try:
+        for _ in range(3):
+            module.write_text(module.read_text() + f"\n# change {uuid.uuid4().hex}\n")
+            images.build_image("1.1.0", tags=[name], root=copy)
+            seen.append(set(_stage_images(docker_client)))
+        new = [after - before for before, after in itertools.pairwise(seen)]
+
+        # Every build leaves its own new app stage; the next build removes it,
+        # so at the end only the last build's stages (runtime and app) remain.
+        assert all(new), new
+        assert not (new[0] | new[1]) & seen[-1]
+        assert len(seen[-1] - seen[0]) <= 2, seen[-1] - seen[0]
     finally:
         with contextlib.suppress(ImageNotFound):
             docker_client.images.remove(name)

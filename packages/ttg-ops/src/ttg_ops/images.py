@@ -44,6 +44,9 @@ BASE_SUITE = "bookworm"
 BASE_REPOSITORY = "ttg-base"
 OFFLINE_BASE = f"{BASE_REPOSITORY}:{BASE_SUITE}-python3.11"
 BASE_COMPONENT = "base"
+# The ``ttg.component`` of the images the classic builder leaves for the
+# Dockerfile's stages (deps, runtime, app): build cache, not a TTG image.
+STAGE_COMPONENT = "build-stage"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 WORKER_PACKAGES = ("ttg-logging", "ttg-worker")
 # The pip that installs the wheelhouse inside the build; it runs from its wheel.
@@ -647,8 +650,12 @@ def run_build(
     nocache: bool = False,
     echo: Echo | None = None,
     on_step: Echo | None = None,
+    chain: set[str] | None = None,
 ) -> str:
     """Build ``context`` with the streaming API and return the image id, untagged.
+
+    ``chain``, when given, receives the short ids of every image the build
+    made or took from the cache (see :func:`build_chain`).
 
     A failed step arrives as an ``error``/``errorDetail`` chunk, not as an
     exception; it becomes an :class:`ImageBuildError` naming the step, its
@@ -665,7 +672,9 @@ def run_build(
         pull=False,
         nocache=nocache,
     )
-    image_id, _log = _stream_build(chunks, echo, on_step)
+    image_id, log = _stream_build(chunks, echo, on_step)
+    if chain is not None:
+        chain.update(build_chain(log))
     return image_id
 
 
@@ -735,6 +744,8 @@ def _build_with(
     context = prepare_context(checkout, echo=say)
     image_labels_ = image_labels(version, git_revision(checkout))
     say(f"Building the worker image for version {version} from {chosen}.")
+    chain: set[str] = set()
+    build_started = time.time()
     image_id = run_build(
         client,
         context,
@@ -742,6 +753,7 @@ def _build_with(
         nocache=nocache,
         echo=say if verbose else None,
         on_step=on_step,
+        chain=chain,
     )
     image = client.images.get(image_id)
     got = image.labels or {}
@@ -757,6 +769,13 @@ def _build_with(
         if not image.tag(repository, tag=tag):
             raise ImageBuildError(f"tagging image {image.short_id} as {name} failed")
     _remove_untagged(client, previous - {image.id})
+    # The classic builder keeps each stage's last image untagged; those of
+    # earlier builds are superseded cache (about 120 MB each), this build's stay.
+    pruned, freed = prune_stage_images(
+        client, chain | {image.id.removeprefix("sha256:")[:12]}, int(build_started)
+    )
+    if pruned:
+        say(f"Removed {pruned} build-stage image(s) of earlier builds ({freed / 1e6:.0f} MB).")
     seconds = time.monotonic() - started
     image.reload()
     return BuildResult(
@@ -767,6 +786,76 @@ def _build_with(
         base=chosen,
         labels=image_labels_,
     )
+
+
+def is_build_stage(image_labels: dict[str, str] | None, tags: Iterable[str]) -> bool:
+    """Whether an untagged TTG image is a Dockerfile stage the build left as cache.
+
+    Stage images carry ``ttg.component=build-stage`` (set in the Dockerfile's
+    first stage); those of builds made before that label existed inherited the
+    offline base's labels, ``ttg.component=base``, but unlike the base they
+    have no tag.
+    """
+    found = image_labels or {}
+    return (
+        not list(tags)
+        and found.get(labels.DOCKER_PROJECT) == labels.PROJECT
+        and found.get(labels.DOCKER_COMPONENT) in (STAGE_COMPONENT, BASE_COMPONENT)
+    )
+
+
+_STEP_ID = re.compile(r"^\s*---> ([0-9a-f]{12})\b")
+
+
+def build_chain(log: Iterable[str]) -> set[str]:
+    """Short ids of every image a build log made or reused (its whole cache chain)."""
+    chain = set()
+    for line in log:
+        if match := _STEP_ID.match(line):
+            chain.add(match.group(1))
+        elif line.startswith("Successfully built "):
+            chain.add(line.split()[-1][:12])
+    return chain
+
+
+def prune_stage_images(client: Any, keep: set[str], before: float) -> tuple[int, int]:
+    """Remove dangling build-stage images of earlier builds; return their count and bytes.
+
+    ``keep`` holds the short ids of the current build's cache chain, which stay
+    so that a rebuild without changes is served from the cache. Only stage
+    images created before ``before`` (a Unix time: the start of this build) are
+    removed, so a build running at the same time keeps its fresh stages.
+    Removing a stage image also removes its untagged parents that nothing else
+    uses (the superseded steps of that stage).
+    """
+    from docker.errors import DockerException
+
+    removed, freed = 0, 0
+    dangling = client.api.images(filters={"dangling": True, "label": [_PROJECT_LABEL]})
+    for entry in dangling:
+        image_id = str(entry["Id"])
+        short = image_id.removeprefix("sha256:")[:12]
+        tags = [tag for tag in entry.get("RepoTags") or [] if tag != "<none>:<none>"]
+        if short in keep or not is_build_stage(entry.get("Labels"), tags):
+            continue
+        if int(entry.get("Created") or 0) >= before:
+            continue
+        try:
+            client.images.remove(image_id, noprune=False)
+        except DockerException as exc:
+            # Used by a container, or already gone: `inv cleanup` lists what is left.
+            logger.debug("Keeping the build-stage image {}: {}", short, exc)
+            continue
+        removed += 1
+        freed += int(entry.get("Size") or 0)
+    if removed:
+        logger.debug(
+            "Removed {} build-stage image(s) of earlier builds ({:.0f} MB).", removed, freed / 1e6
+        )
+    return removed, freed
+
+
+_PROJECT_LABEL = f"{labels.DOCKER_PROJECT}={labels.PROJECT}"
 
 
 def _remove_untagged(client: Any, image_ids: Iterable[str]) -> None:
