@@ -190,6 +190,39 @@ def test_a_missing_image_fails_before_starting_anything(
     assert _containers(docker_client, spec.run_id) == []
 
 
+@pytest.mark.parametrize("image", ["BAD IMAGE", "team/Upper:1", "name:", "a::b", "-x"])
+def test_a_malformed_image_reference_is_refused_naming_it(image: str) -> None:
+    with pytest.raises(ConfigError, match=r"is not a valid image reference; allowed: "):
+        DockerBackend(image=image)
+
+
+def test_a_docker_api_error_for_the_image_is_a_preflight_error(
+    docker_client: Any, run_ids: list[str], tmp_path: Path
+) -> None:
+    # Well-formed for TTG, but the daemon refuses the digest length: a 400 API error.
+    spec = _spec(run_ids)
+    backend = DockerBackend(image="ttg-worker@sha256:" + "0" * 32)
+    with pytest.raises(PreflightError, match=r"refused to look up the worker image.*digest"):
+        backend.launch(spec, tmp_path)
+    assert _containers(docker_client, spec.run_id) == []
+
+
+def test_inv_run_with_a_bad_image_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "run", "--backend", "docker", "--image", "BAD IMAGE",
+         "--workers", "1", "--params", "5", "--runs-dir", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "image 'BAD IMAGE' is not a valid image reference" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands files to the image's user")
 def test_a_space_file_the_container_user_cannot_read_is_refused(
     worker_image: Any, docker_client: Any, run_ids: list[str], tmp_path: Path

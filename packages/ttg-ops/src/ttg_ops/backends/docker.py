@@ -64,6 +64,28 @@ STOP_GRACE_SECONDS = 10.0
 DEFAULT_MEMORY = "512m"
 DEFAULT_PIDS = 256
 INDEX_LABEL = "ttg.worker-index"
+# An image reference as Docker parses it: [registry[:port]/]path[:tag][@digest].
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REFERENCE = re.compile(
+    r"^(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+    r"[A-Za-z0-9])?)*(?::\d+)?|\[[0-9A-Fa-f:]+\](?::\d+)?)/)?"
+    rf"{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:"
+    r"[0-9A-Fa-f]{32,})?$"
+)
+
+
+def validate_image_reference(image: str) -> str:
+    """Return ``image`` if Docker can parse it as an image reference, else raise ConfigError."""
+    if len(image) > 255 or not _IMAGE_REFERENCE.match(image):
+        raise ConfigError(
+            f"image {image!r} is not a valid image reference; allowed: [registry[:port]/]"
+            "name[:tag][@digest] with a lowercase name, such as ttg-worker:v1.1.0 or "
+            "registry.example:5000/team/ttg-worker:v1.1.0"
+        )
+    return image
+
+
 _DOCKER_TIME = re.compile(
     r"^(?P<date>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?"
     r"(?P<zone>Z|[+-]\d\d:\d\d)$"
@@ -86,7 +108,7 @@ class DockerBackend:
         stop_grace: float = STOP_GRACE_SECONDS,
         last_lines: int = LAST_LINES,
     ) -> None:
-        self.image = image
+        self.image = validate_image_reference(image) if image else image
         self.keep = keep
         self.memory = memory
         self.cpus = cpus
@@ -278,14 +300,20 @@ class DockerBackend:
     # -- Internals --------------------------------------------------------------
 
     def _require_image(self, image: str, version: str) -> None:
-        from docker.errors import ImageNotFound
+        from docker.errors import APIError, ImageNotFound
 
+        validate_image_reference(image)
         try:
             self._client.images.get(image)
         except ImageNotFound:
             raise PreflightError(
                 f"the worker image {image} does not exist in the Docker daemon",
                 hint=f"build it with `inv build --version={version}` or pass --image",
+            ) from None
+        except APIError as exc:
+            raise PreflightError(
+                f"the Docker daemon refused to look up the worker image {image}: "
+                f"{exc.explanation or exc}"
             ) from None
 
     def _prepare_output(self, output: Path) -> str:
