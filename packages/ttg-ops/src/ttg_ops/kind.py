@@ -290,7 +290,7 @@ def wait_nodes_ready(
             state = str(exc).splitlines()[0]
         else:
             not_ready = [
-                f"{n.metadata.name} ({_ready_text(n)})" for n in nodes if _ready_text(n) != "Ready"
+                f"{n.metadata.name} ({ready_text(n)})" for n in nodes if ready_text(n) != "Ready"
             ]
             if len(nodes) >= expected and not not_ready:
                 return sorted(n.metadata.name for n in nodes)
@@ -307,7 +307,8 @@ def wait_nodes_ready(
         time.sleep(interval)
 
 
-def _ready_text(node: Any) -> str:
+def ready_text(node: Any) -> str:
+    """``Ready``, or ``NotReady: <reason> <message>`` from the node's Ready condition."""
     for cond in node.status.conditions or []:
         if cond.type == "Ready":
             if cond.status == "True":
@@ -470,7 +471,7 @@ def _status(image: str, cluster: str, kubeconfig: str | None, docker: Any) -> Cl
         node = api_nodes.get(container.name)
         if node is not None:
             row.kubernetes_version = node.status.node_info.kubelet_version
-            row.ready = _ready_text(node)
+            row.ready = ready_text(node)
         if not row.running:
             row.image = "node stopped"
         elif not result.image_id:

@@ -24,16 +24,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
-from ttg_ops import k8s, labels, manifests
+from ttg_ops import k8s, kind, labels, manifests
 from ttg_ops.backends.base import FAILED, MISSING, PENDING, RUNNING, SUCCEEDED, WorkerState
 from ttg_ops.errors import ConfigError, PreflightError, RunFailed, TTGError
+from ttg_ops.results import load_json, spec_from_dict
 from ttg_ops.spec import RunSpec
 
 BACKEND_NAME = "kubernetes"
@@ -175,15 +176,11 @@ def server_version(api: Any, context: str) -> tuple[tuple[int, int], str]:
     return (int(major or 1), int(digits or 0)), str(info.git_version)
 
 
-def _ready(node: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
-
-
 def schedulable_nodes(nodes: list[Any], node_selector: dict[str, str] | None = None) -> list[str]:
     """Nodes a worker pod can land on: Ready, not cordoned, no NoSchedule/NoExecute taint."""
     names = []
     for node in nodes:
-        if node.spec.unschedulable or not _ready(node):
+        if node.spec.unschedulable or kind.ready_text(node) != "Ready":
             continue
         if any(t.effect in ("NoSchedule", "NoExecute") for t in (node.spec.taints or [])):
             continue
@@ -203,8 +200,6 @@ def kind_cluster_name(nodes: list[Any]) -> str:
     rely on that). Anything else, such as a remote or simulated cluster that
     copies kind's naming, is treated as any other cluster.
     """
-    from ttg_ops import kind
-
     names = {}
     for node in nodes:
         provider = node.spec.provider_id or ""
@@ -277,7 +272,7 @@ def find_run(runs_root: Path, run_id: str = "latest") -> tuple[RunSpec, RunRecor
     runs_root = Path(runs_root)
     records = sorted(
         (p for p in runs_root.glob(f"*/{DEPLOY_FILE}") if not p.parent.is_symlink()),
-        key=lambda p: _load_json(p).get("created_at", 0.0),
+        key=lambda p: load_json(p).get("created_at", 0.0),
     )
     if run_id in ("", "latest"):
         if not records:
@@ -289,29 +284,15 @@ def find_run(runs_root: Path, run_id: str = "latest") -> tuple[RunSpec, RunRecor
     else:
         path = runs_root / run_id / DEPLOY_FILE
         if not path.is_file():
-            known = ", ".join(p.parent.name for p in records[-5:]) or "none"
+            recent = ", ".join(p.parent.name for p in records[-5:]) or "none"
             raise ConfigError(
                 f"run {run_id!r} is not a recorded cluster run under {runs_root}; "
-                f"recent cluster runs: {known}"
+                f"recent cluster runs: {recent}"
             )
     run_dir = path.parent
-    record = RunRecord(**_load_json(path))
-    spec_data = _load_json(run_dir / SPEC_FILE)
-    try:
-        spec = RunSpec(**spec_data)
-    except TypeError as exc:
-        raise ConfigError(f"{run_dir / SPEC_FILE} is not a run spec: {exc}") from exc
-    return spec, record, run_dir
-
-
-def _load_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read as JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
-    return data
+    known = {f.name for f in fields(RunRecord)}
+    record = RunRecord(**{k: v for k, v in load_json(path).items() if k in known})
+    return spec_from_dict(load_json(run_dir / SPEC_FILE)), record, run_dir
 
 
 # ---------------------------------------------------------------------------
@@ -375,8 +356,6 @@ def preflight(spec: RunSpec, options: DeployOptions, api: Any) -> ClusterFacts:
 
 
 def _check_kind_image(cluster: str, image: str) -> None:
-    from ttg_ops import kind
-
     held = kind.images_on_nodes(cluster, image)
     lacking = sorted(node for node, ok in held.items() if not ok)
     if lacking:
@@ -390,8 +369,6 @@ def _host_results_dir(cluster: str, run_id: str) -> str:
     """On kind, the host directory where the run's shards appear; ``""`` elsewhere."""
     if not cluster:
         return ""
-    from ttg_ops import kind
-
     mount = kind.results_host_dir(cluster)
     return str(mount / run_id) if mount is not None else ""
 
