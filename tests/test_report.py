@@ -213,7 +213,7 @@ def test_tables_show_the_seed_metrics_and_each_worker(real_report: dict) -> None
     narrow = Console(file=io.StringIO(), width=80)
     print_report(real_report, narrow)
     text = narrow.file.getvalue()  # type: ignore[attr-defined]
-    assert "ttg-real-1" in text and "Batch s" not in text and "…" not in text
+    assert "ttg-…-1" in text and "Batch s" not in text
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
@@ -290,3 +290,64 @@ worker_lines = st.one_of(
 def test_dropping_lines_the_report_does_not_need_changes_nothing(lines: list[str]) -> None:
     kept = [line if report_needs(line, parse_line(line)) else "" for line in lines]
     assert parse_worker_lines(kept) == parse_worker_lines(lines)
+
+
+def _long_run_report(tmp_path: Path) -> dict:
+    run_id = "20261203-175512-ab12"
+    spec = RunSpec(workers=3, params=9000, run_id=run_id)
+    states = [
+        WorkerState(
+            index=i,
+            state=SUCCEEDED,
+            name=f"ttg-{run_id}-{i}",
+            node="a-rather-long-node-name.example.internal",
+            exit_code=0,
+            created_at=1.0,
+            started_at=1.5,
+            finished_at=4.0,
+        )
+        for i in range(3)
+    ]
+    lines = {i: [json.dumps(_summary(i, 3000 * i, 3000 * (i + 1), 2.5))] for i in range(3)}
+    return build_report(spec, "process", states, lines)
+
+
+def test_worker_names_stay_on_one_line_in_an_80_column_pipe(tmp_path: Path) -> None:
+    report = _long_run_report(tmp_path)
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
+    print_report(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    rows = [line for line in text.splitlines() if "ttg-" in line]
+    assert [row.split()[1] for row in rows] == ["ttg-…-0", "ttg-…-1", "ttg-…-2"]
+    assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_a_rerun_table_shows_the_global_indexes_it_computed() -> None:
+    spec = RunSpec(workers=2, params=10_000, only="4833:5000,6000:6666", run_id="again")
+    lines = {
+        0: [json.dumps(_summary(0, 0, 417, 1.0) | {"total_params": 833})],
+        1: [json.dumps(_summary(1, 417, 833, 1.0) | {"total_params": 833})],
+    }
+    states = [_state(0, 1.0, 2.0), _state(1, 1.0, 2.0)]
+    report = build_report(spec, "process", states, lines)
+    assert [row[3] for row in worker_rows(report)] == ["4833:5000,6000:6250", "6250:6666"]
+
+
+def test_a_killed_worker_counts_what_its_progress_events_reported() -> None:
+    spec = RunSpec(workers=2, params=100, run_id="killed")
+    lines = {
+        0: [_progress(0, 50, 50), json.dumps(_summary(0, 0, 50, 1.0))],
+        1: [_progress(1, 20, 50), _progress(1, 30, 50), "Killed"],
+    }
+    states = [_state(0, 100.0, 101.0), _state(1, 100.0, 102.0, code=-9)]
+    report = build_report(spec, "process", states, lines)
+    jsonschema.validate(report, SCHEMA)
+    agg = report["aggregate"]
+    assert (agg["processed"], agg["processed_from_progress"]) == (80, 30)
+    assert agg["total_throughput"] == pytest.approx(80 / 2.0)
+    assert [row[4] for row in worker_rows(report)] == ["50", "30*"]
+    assert dict(metrics_rows(report))["Total Throughput"] == "40.00 params/sec*"
+
+    console = Console(file=io.StringIO(), width=160)
+    print_report(report, console)
+    assert "* from progress events" in console.file.getvalue()  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from typing import Any
 
 from ttg_ops.report import (
     WORKER_COLUMNS,
+    footnotes,
     load_report,
     metrics_rows,
     results_rows,
@@ -254,6 +255,7 @@ def render_html(report: Mapping[str, Any], png: bytes) -> str:
         f"src='data:image/png;base64,{encoded}'>",
         _table(("Metric", "Value"), metrics_rows(report), "Performance Metrics"),
         _table(WORKER_COLUMNS, worker_rows(report), "Workers"),
+        *(f"<p>{html.escape(note)}</p>" for note in footnotes(report)),
     ]
     results = results_rows(report)
     if results:

@@ -32,9 +32,13 @@ from ttg_ops.results import (
     REPORT_FILE,
     MergeResult,
     count_ranges,
+    format_ranges,
     load_json,
     selected_ranges,
     shard_bounds,
+    slice_ranges,
+    space_size,
+    spec_from_dict,
     spec_space_size,
 )
 from ttg_ops.spec import RunSpec
@@ -215,6 +219,18 @@ def _duration(worker: Mapping[str, Any]) -> float | None:
     return None
 
 
+def progress_processed(worker: Mapping[str, Any]) -> int | None:
+    """For a worker without a summary, the ``processed`` count of its last PROGRESS event.
+
+    That count includes any parameters the worker skipped on resume. A worker
+    with a summary, or without any PROGRESS event, gives ``None``.
+    """
+    if worker.get("summary"):
+        return None
+    counts = [b["processed"] for b in worker.get("batches", []) if b.get("processed") is not None]
+    return int(counts[-1]) if counts else None
+
+
 def aggregate(spec: RunSpec, workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The run-wide figures of the report (the ``aggregate`` section)."""
     summaries = [w.get("summary") for w in workers]
@@ -239,7 +255,10 @@ def aggregate(spec: RunSpec, workers: Sequence[Mapping[str, Any]]) -> dict[str, 
         durations_known = [d for d in (_duration(w) for w in workers) if d is not None]
         wall = max(durations_known) if durations_known else None
 
+    # A worker killed before its summary still wrote what its PROGRESS events counted.
+    from_progress = sum(progress_processed(w) or 0 for w in workers)
     processed = sum(_int((s or {}).get("processed_count")) or 0 for s in summaries)
+    processed += from_progress
     failed = sum(_int((s or {}).get("failed_count")) or 0 for s in summaries)
     rates = [
         r for r in (_number((s or {}).get("params_per_second")) for s in summaries) if r is not None
@@ -258,6 +277,7 @@ def aggregate(spec: RunSpec, workers: Sequence[Mapping[str, Any]]) -> dict[str, 
         "average_throughput_per_worker": round(statistics.fmean(rates), 2) if rates else None,
         "total_throughput": round(processed / wall, 2) if wall else None,
         "processed": processed,
+        "processed_from_progress": from_progress,
         "failed_params": failed,
         "load_imbalance": round(max(durations) / mean_duration, 3) if mean_duration else None,
         "missing_indexes": by_state[MISSING],
@@ -421,8 +441,56 @@ def metrics_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             "Average Throughput",
             "-" if avg is None else f"{avg:,.2f} params/sec/worker",
         ),
-        ("Total Throughput", "-" if total is None else f"{total:,.2f} params/sec"),
+        (
+            "Total Throughput",
+            "-" if total is None else f"{total:,.2f} params/sec{_progress_mark(report)}",
+        ),
     ]
+
+
+PROGRESS_FOOTNOTE = (
+    "* from progress events: the worker ended without a summary; its last PROGRESS count "
+    "is used and counted in the totals"
+)
+
+
+def _progress_mark(report: Mapping[str, Any]) -> str:
+    """``*`` when the totals include counts taken from PROGRESS events, else nothing."""
+    return "*" if report["aggregate"].get("processed_from_progress") else ""
+
+
+def footnotes(report: Mapping[str, Any]) -> list[str]:
+    """The notes the tables' ``*`` marks refer to."""
+    return [PROGRESS_FOOTNOTE] if _progress_mark(report) else []
+
+
+def _shard_text(
+    report: Mapping[str, Any], selected: list[tuple[int, int]] | None, start: int, end: int
+) -> str:
+    """The global parameter indexes at positions ``start..end`` of the run's selection.
+
+    A rerun's worker owns positions within the rerun's selection; what it
+    computed is the global indexes there, as compact half-open ranges (the
+    first three, then how many more).
+    """
+    if selected is None:
+        return f"{start}:{end}"
+    ranges = slice_ranges(selected, start, end)
+    if not ranges:
+        return "-"
+    text = format_ranges(ranges[:3])
+    return text if len(ranges) <= 3 else f"{text},+{len(ranges) - 3} more"
+
+
+def _selection(report: Mapping[str, Any]) -> list[tuple[int, int]] | None:
+    """The global indexes the run selected, or ``None`` when the space size is unknown."""
+    spec = report["spec"]
+    if not spec.get("only"):
+        return None
+    size = space_size(dict(report))
+    if size is None:
+        return None
+    return selected_ranges(spec_from_dict(spec), size)
 
 
 WORKER_COLUMNS = (
@@ -464,6 +532,7 @@ def worker_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     spec = report["spec"]
     total = int(report["aggregate"]["total_parameters"])
+    selected = _selection(report)
     for worker in report["workers"]:
         summary = worker.get("summary") or {}
         start, end = _int(summary.get("range_start")), _int(summary.get("range_end"))
@@ -472,14 +541,19 @@ def worker_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
         rate = _number(summary.get("params_per_second"))
         count, stats = _batch_stats(worker)
         processed = _int(summary.get("processed_count"))
+        estimated = progress_processed(worker)
+        if processed is not None:
+            processed_text = f"{processed:,}"
+        else:
+            processed_text = "-" if estimated is None else f"{estimated:,}*"
         failed = _int(summary.get("failed_count"))
         rows.append(
             (
                 str(worker["index"]),
                 worker.get("name") or "-",
                 worker.get("node") or "-",
-                f"{start}:{end}",
-                "-" if processed is None else f"{processed:,}",
+                _shard_text(report, selected, start, end),
+                processed_text,
                 "-" if failed is None else f"{failed:,}",
                 _seconds(_duration(worker)),
                 "-" if rate is None else f"{rate:,.2f}/s",
@@ -531,25 +605,38 @@ def metrics_table(report: Mapping[str, Any]) -> Any:
 NARROW_COLUMNS = ("#", "Name", "Shard", "Processed", "Duration", "Params/s", "State")
 
 
-def _workers_table(report: Mapping[str, Any], columns: Sequence[str], title: str) -> Any:
+def _workers_table(
+    report: Mapping[str, Any], columns: Sequence[str], title: str, *, short_names: bool = False
+) -> Any:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    notes = footnotes(report)
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption="\n".join(notes) or None,
+        caption_justify="left",
+    )
     numeric = {"#", "Processed", "Failed", "Duration", "Params/s", "Batches"}
     for column in columns:
-        # Names fold onto a second line when space is short; figures never wrap.
-        wraps = column in ("Name", "Node")
+        # One line per worker: a cell that does not fit ends in an ellipsis.
         table.add_column(
             column,
             justify="right" if column in numeric else "left",
-            no_wrap=not wraps,
-            overflow="fold" if wraps else "ellipsis",
+            no_wrap=True,
+            overflow="ellipsis",
         )
     positions = [WORKER_COLUMNS.index(c) for c in columns]
+    name_at = columns.index("Name") if short_names and "Name" in columns else None
+    run_id = str(report.get("run_id") or "")
     for row in worker_rows(report):
         cells: list[Any] = [row[i] for i in positions]
+        if name_at is not None and run_id:
+            # The run id is printed once above the table; "ttg-…-0" keeps names short.
+            cells[name_at] = cells[name_at].replace(run_id, "…")
         state = row[-1]
         cells[-1] = Text(state, style=_STATE_STYLE.get(state, ""))
         table.add_row(*cells)
@@ -569,7 +656,7 @@ def workers_table(report: Mapping[str, Any], console: Any = None) -> Any:
         return table
     nodes = sorted({str(w.get("node") or "-") for w in report["workers"]})
     title = f"Workers on {', '.join(nodes)} (a wider terminal shows batch figures)"
-    return _workers_table(report, NARROW_COLUMNS, title)
+    return _workers_table(report, NARROW_COLUMNS, title, short_names=True)
 
 
 def results_table(report: Mapping[str, Any]) -> Any:
