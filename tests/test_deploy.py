@@ -386,9 +386,11 @@ def test_on_kind_nodes_without_the_image_deploy_stops_before_creating_the_job(
     running in Docker, deploy treats the cluster as kind and checks each node's image."""
     from ttg_ops import dockerapi, kind
 
+    from tests.test_kind import STANDIN_BASES
+
     docker = dockerapi.client()
     local = {tag for image in docker.images.list() for tag in image.tags}
-    base = next((b for b in ("ttg-base:bookworm-python3.11", "python:3.11-slim") if b in local), "")
+    base = next((b for b in STANDIN_BASES if b in local), "")
     if not base:
         pytest.skip("no image with a shell for the stand-in kind nodes (`inv images.base`)")
     if kind.node_containers("ttg-cluster", docker):
