@@ -91,3 +91,41 @@ def test_html_escapes_names_and_shows_the_tail_of_a_failed_worker(tmp_path: Path
     write_report(report, tmp_path / "esc")
     png_path, _ = render(tmp_path / "esc")
     assert png_path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_mean_throughput_label_hides_no_tick_label() -> None:
+    spec = RunSpec(workers=2, params=1000, run_id="mean")
+    lines = {}
+    for index, rate in ((0, 490.0), (1, 500.0)):
+        summary = {
+            "worker_id": index,
+            "status": "completed",
+            "range_start": 500 * index,
+            "range_end": 500 * (index + 1),
+            "processed_count": 500,
+            "failed_count": 0,
+            "duration_seconds": 500 / rate,
+            "params_per_second": rate,
+            "batch_stats": {},
+            "total_params": 1000,
+        }
+        lines[index] = [json.dumps(summary)]
+    states = [
+        WorkerState(index=i, state=SUCCEEDED, name=f"ttg-mean-{i}", node="n", exit_code=0,
+                    created_at=0.0, started_at=0.1, finished_at=1.2)
+        for i in range(2)
+    ]  # fmt: skip
+    report = build_report(spec, "process", states, lines)
+    assert report["aggregate"]["average_throughput_per_worker"] == 495.0
+    fig = figure(report)
+    _, bars = fig.axes
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    legend = bars.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["mean 495/s"]
+    assert not [t for t in bars.texts if t.get_text().startswith("mean")]
+    box = legend.get_window_extent(renderer)
+    ticks = [t for t in bars.get_yticklabels() if t.get_text()]
+    assert "500" in [t.get_text() for t in ticks]
+    assert not any(box.overlaps(t.get_window_extent(renderer)) for t in ticks)

@@ -180,17 +180,11 @@ def _throughput(
             )
     average = report["aggregate"].get("average_throughput_per_worker")
     if average:
-        bars.axhline(average, color="black", linestyle="--", linewidth=1)
-        bars.annotate(
-            f"mean {average:,.0f}/s",
-            (0, average),
-            xycoords=("axes fraction", "data"),
-            xytext=(4, -4),
-            textcoords="offset points",
-            va="top",
-            fontsize=8,
-            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        # The mean is named in a legend beside the axes, where it cannot hide a tick label.
+        bars.axhline(
+            average, color="black", linestyle="--", linewidth=1, label=f"mean {average:,.0f}/s"
         )
+        bars.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         bars.set_ylim(top=max(max(rates, default=0.0), average) * 1.12)
     bars.set_ylabel("params/s")
     bars.set_title("Throughput per worker", fontsize=10)
