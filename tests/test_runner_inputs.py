@@ -119,3 +119,9 @@ def test_inv_run_refuses_bad_input_with_one_message(
     assert done.returncode == 2
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_params_may_be_zero_when_a_space_file_defines_the_parameters(tmp_path: Path) -> None:
+    space = tmp_path / "grid.yaml"
+    space.write_text("a: [1, 2]\n")
+    check_spec(RunSpec(workers=2, params=0, space=str(space), run_id="grid"), "process")

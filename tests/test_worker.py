@@ -560,3 +560,11 @@ def test_the_worker_docs_list_every_setting_and_flag() -> None:
     architecture = (Path(__file__).parents[1] / "docs" / "ARCHITECTURE.md").read_text()
     contract = set(re.findall(r"^\| `([A-Z_]+)`", architecture, flags=re.MULTILINE))
     assert contract - {"POD_NAME"} <= {env for _, env, _, _, _ in SETTINGS}
+
+
+def test_total_params_of_zero_is_ignored_with_a_space_file(tmp_path: Path) -> None:
+    space = tmp_path / "grid.yaml"
+    space.write_text("a: [1, 2, 3]\n")
+    proc = run_worker(tmp_path / "out", TTG_TOTAL_PARAMS="0", TTG_SPACE=str(space), TTG_TASK="noop")
+    assert proc.returncode == 0, proc.stderr
+    assert summary_of(proc)["processed_count"] == 3

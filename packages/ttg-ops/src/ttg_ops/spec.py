@@ -99,9 +99,11 @@ class RunSpec:
                 f"workers must be from 1 to {MAX_WORKERS:,} (the Kubernetes Indexed Job "
                 f"limit), got {self.workers:,}"
             )
-        if self.params < 1:
+        if self.params < (0 if self.space else 1):
             raise ConfigError(
                 f"params must be at least 1, got {self.params}: an empty space has nothing to run"
+                if not self.space
+                else f"params must be 0 or more, got {self.params}"
             )
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigError(

@@ -167,10 +167,12 @@ def load_config(
         raise WorkerConfigError(str(exc)) from None
 
     task = values.get("task", "simulate").strip()
+    # With a space file TTG_TOTAL_PARAMS is ignored; only the range space needs it >= 1.
+    space_set = bool(values.get("space", "").strip())
     return WorkerConfig(
         worker_id=worker_id,
         workers=workers,
-        params=_int(label["params"], values.get("params", "10000"), 1),
+        params=_int(label["params"], values.get("params", "10000"), 0 if space_set else 1),
         params_explicit="params" in values,
         space=values.get("space", "").strip(),
         task=task,
