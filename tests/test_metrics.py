@@ -144,6 +144,12 @@ def test_metrics_builds_the_report_from_real_worker_output_in_pod_logs(
     out = console.export_text()
     assert out.count("[worker-1] ") == len(files[1].read_text().splitlines())
 
+    # inv logs --follow on a finished run: every line once, then it ends by itself.
+    console = _console()
+    began = time.monotonic()
+    assert kube.print_logs(found_spec, record, follow_logs=True, console=console, api=api) == total
+    assert time.monotonic() - began < kube.LOG_DRAIN_SECONDS + 10
+
 
 def test_logs_and_metrics_name_a_run_that_is_not_recorded(tmp_path: Path) -> None:
     from ttg_ops.errors import ConfigError

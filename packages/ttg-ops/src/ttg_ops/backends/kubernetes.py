@@ -45,6 +45,8 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WATCH_SECONDS = 60
 # After the Job ended, log streams get this long to deliver their last lines.
 LOG_DRAIN_SECONDS = 10.0
+# How often `inv logs --follow` looks for pods that started since.
+LOGS_POLL_SECONDS = 2.0
 IMAGE_ERRORS = frozenset(
     {"ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff", "InvalidImageName"}
 )
@@ -1142,33 +1144,58 @@ def print_logs(
                 printed += 1
         return printed
 
+    return _follow_logs(api, record, console, timeout)
+
+
+def _follow_logs(api: Any, record: RunRecord, console: Any, timeout: float) -> int:
+    """Stream every pod's log as its container starts, until all pods ended and drained.
+
+    The pod list is read again every :data:`LOGS_POLL_SECONDS`, so pods that
+    start later (or retries) are followed too; once every pod has ended, the
+    streams get :data:`LOG_DRAIN_SECONDS` to deliver their last lines.
+    """
     out: queue.Queue[Any] = queue.Queue()
-    streams = [
-        _LogStream(
-            _core(api),
-            record.namespace,
-            p.metadata.name,
-            pod_index(p) or 0,
-            out,
-            read_timeout=timeout,
-        )
-        for p in pods
-        if _container_started(p)
-    ]
+    streams: dict[str, _LogStream] = {}
     deadline = time.monotonic() + timeout
+    next_poll = 0.0
+    drain_until: float | None = None
+    printed = 0
     try:
         while time.monotonic() < deadline:
+            now = time.monotonic()
+            if drain_until is None and now >= next_poll:
+                next_poll = now + LOGS_POLL_SECONDS
+                pods = run_pods(api, record)
+                for pod in pods:
+                    name = pod.metadata.name
+                    if name not in streams and _container_started(pod):
+                        streams[name] = _LogStream(
+                            _core(api),
+                            record.namespace,
+                            name,
+                            pod_index(pod) or 0,
+                            out,
+                            read_timeout=deadline - now,
+                        )
+                if pods and all(p.status.phase in ("Succeeded", "Failed") for p in pods):
+                    drain_until = now + LOG_DRAIN_SECONDS
+            if drain_until is not None and (
+                now >= drain_until or all(s.done.is_set() for s in streams.values())
+            ):
+                break
             try:
-                _, index, text = out.get(timeout=0.5)
+                _, index, text = out.get(timeout=0.25)
             except queue.Empty:
-                if all(s.done.is_set() for s in streams):
-                    break
                 continue
             console.print(f"[worker-{index}] {text}", highlight=False, markup=False)
             printed += 1
     finally:
-        for stream in streams:
+        for stream in streams.values():
             stream.close()
+    while not out.empty():  # lines that arrived while the streams were closing
+        _, index, text = out.get_nowait()
+        console.print(f"[worker-{index}] {text}", highlight=False, markup=False)
+        printed += 1
     return printed
 
 
