@@ -25,7 +25,7 @@ from ttg_ops.inventory import (
     summary_text,
 )
 
-ORDER = ["job", "pod", "namespace", "cluster", "container", "image"]
+ORDER = ["job", "pod", "namespace", "cluster", "container", "stage", "image"]
 
 
 def _image(n: int, built_on: list[str] | None = None) -> ImageInfo:
@@ -151,6 +151,30 @@ def test_image_built_on_another_ttg_image_is_removed_first() -> None:
     the_plan = build_plan(inventory)
 
     assert [a.ref for a in the_plan.actions if a.kind == "image"] == [worker.id, base.id]
+
+
+def _stage(n: int) -> ImageInfo:
+    return ImageInfo(f"sha256:{n:064x}", "<none>", [], "", 120_000_000, "2026-01-27T05:16:07Z")
+
+
+def test_build_stage_images_are_planned_as_build_cache_before_the_base() -> None:
+    inventory = _inventory(images=0)
+    base = _image(1)
+    inventory.docker.images = [base]
+    inventory.docker.build_cache = [_stage(7), _stage(8)]
+
+    the_plan = build_plan(inventory)
+
+    stages = [a for a in the_plan.actions if a.kind == "stage"]
+    assert [a.ref for a in stages] == [f"sha256:{7:064x}", f"sha256:{8:064x}"]
+    assert the_plan.actions.index(stages[-1]) < [a.ref for a in the_plan.actions].index(base.id)
+    assert "2 Docker build-cache images" in the_plan.count_lines()
+    assert "1 Docker image" in the_plan.count_lines()
+    assert stages[0].describe().startswith("Docker build-cache image 000000000000 (untagged")
+
+    kept = build_plan(inventory, keep_images=True)
+    assert not [a for a in kept.actions if a.kind in ("stage", "image")]
+    assert "2 build-cache image(s) of earlier builds are kept (--keep-images)" in kept.kept
 
 
 @given(

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 from rich.console import Console
-from ttg_ops import inventory, labels
+from ttg_ops import images, inventory, labels
 from ttg_ops.inventory import Scope
 
 from tests.test_inventory_helpers import ROOT, DockerWorld, docker_client, docker_world, inv
@@ -117,10 +117,10 @@ def test_resources_prints_the_seed_summary_without_colour_off_a_terminal(
 
     assert done.returncode == 0, done.stderr
     assert "\x1b[" not in done.stdout
-    assert (
-        "Docker: TTG Images: 2, TTG Containers: 3, Kind Clusters: 0; "
-        "Kubernetes: TTG Jobs: -, TTG Pods: -"
-    ) in done.stdout
+    # 80 columns off a terminal: the summary's two halves on lines of their own.
+    lines = done.stdout.splitlines()
+    assert "Summary  Docker: TTG Images: 2, TTG Containers: 3, Kind Clusters: 0" in lines
+    assert "         Kubernetes: TTG Jobs: -, TTG Pods: -" in lines
     assert f"ttg-test-{docker_world.session}-0" in done.stdout
     assert "impostor" not in done.stdout
 
@@ -189,3 +189,61 @@ def test_kind_cluster_is_recognised_by_the_node_label_seen_on_the_api(
 
     assert [c.name for c in section.clusters] == [name]
     assert "Kubernetes node" in section.clusters[0].evidence
+
+
+def test_untagged_stage_images_are_build_cache_not_ttg_images(docker_world: DockerWorld) -> None:
+    s = docker_world.session
+    worker = docker_world.image(f"ttg-test-{s}/worker:v9.9.9", ttg=True)
+    stage = docker_world.image(
+        None,
+        ttg=True,
+        version="",
+        extra_labels={labels.DOCKER_COMPONENT: images.STAGE_COMPONENT},
+    )
+    # A stage of a build made before the stage label: it inherited the base's labels.
+    inherited = docker_world.image(
+        None, ttg=True, version="bookworm", extra_labels={labels.DOCKER_COMPONENT: "base"}
+    )
+
+    section = inventory.docker_objects(docker_world.client, docker_world.scope)
+
+    assert [i.id for i in section.images] == [worker.id]
+    assert {i.id for i in section.build_cache} == {stage.id, inherited.id}
+    assert section.build_cache_size == sum(i.size for i in section.build_cache)
+
+    done = inv("resources", "--json", env=docker_world.env())
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    jsonschema.validate(document, SCHEMA)
+    assert document["summary"]["docker"]["images"] == 1
+    assert document["summary"]["docker"]["build_cache"] == 2
+
+    plain = inv("resources", env=docker_world.env())
+    assert plain.returncode == 0, plain.stderr
+    assert "Build cache: 2 untagged image(s)" in plain.stdout
+    assert "bookworm" not in plain.stdout  # no bogus version column entry
+
+
+def test_plain_resources_output_fits_80_columns_and_json_stays_full(
+    docker_world: DockerWorld,
+) -> None:
+    made = _mixed_world(docker_world)
+    env = docker_world.env()
+    env.pop("COLUMNS", None)
+
+    done = inv("resources", env=env)
+
+    assert done.returncode == 0, done.stderr
+    widths = [len(line.rstrip()) for line in done.stdout.splitlines()]
+    assert max(widths) <= 80, done.stdout
+    s = docker_world.session
+    for name in (f"ttg-test-{s}/worker", f"ttg-test-{s}-0", f"ttg-test-{s}/helper"):
+        assert name in done.stdout, name
+    assert "ID" not in done.stdout.split()  # the low-value column is dropped when narrow
+
+    wide = inv("resources", env={**env, "COLUMNS": "160"})
+    assert wide.returncode == 0, wide.stderr
+    assert made["images"][0].id.removeprefix("sha256:")[:12] in wide.stdout
+
+    document = json.loads(inv("resources", "--json", env=env).stdout)
+    assert {i["id"] for i in document["docker"]["images"]} == {i.id for i in made["images"]}

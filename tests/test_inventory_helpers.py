@@ -92,9 +92,11 @@ class DockerWorld:
         scoped: bool = True,
         version: str = "9.9.9",
         files: dict[str, bytes] | None = None,
+        extra_labels: dict[str, str] | None = None,
     ) -> Any:
         """Build a tiny image; ``ttg`` gives it TTG's labels, ``scoped`` the test's label."""
         image_labels = labels.docker_labels(version) if ttg else {}
+        image_labels.update(extra_labels or {})
         if scoped:
             image_labels.update(self.scope_label)
         # Unique content, so that two images never share an id by accident.

@@ -115,6 +115,7 @@ def test_without_docker_both_tasks_skip_it_and_exit_zero(tmp_path: Path) -> None
     assert "Docker daemon does not answer" in document["docker"]["note"]
     assert document["summary"]["docker"] == {
         "images": None,
+        "build_cache": None,
         "containers": None,
         "kind_clusters": None,
     }

@@ -56,6 +56,7 @@ _NOUNS = {
     "namespace": ("Kubernetes namespace", "Kubernetes namespaces"),
     "cluster": ("Kind cluster", "Kind clusters"),
     "container": ("Docker container", "Docker containers"),
+    "stage": ("Docker build-cache image", "Docker build-cache images"),
     "image": ("Docker image", "Docker images"),
 }
 _ORDER = tuple(_NOUNS)
@@ -228,8 +229,25 @@ def _docker_actions(inventory: Inventory, keep_images: bool) -> tuple[list[Actio
         Action(DOCKER, "container", c.name, ref=c.id, detail=c.status) for c in docker.containers
     ]
     if keep_images:
-        kept = [f"{len(docker.images)} TTG image(s) are kept (--keep-images)"]
-        return actions, kept if docker.images else []
+        kept = [f"{len(docker.images)} TTG image(s) are kept (--keep-images)"] * bool(docker.images)
+        if docker.build_cache:
+            kept.append(
+                f"{len(docker.build_cache)} build-cache image(s) of earlier builds are kept "
+                "(--keep-images)"
+            )
+        return actions, kept
+    # Stage images are built on TTG's base image: they go first.
+    for stage in _children_first(docker.build_cache):
+        short = stage.id.removeprefix("sha256:")[:12]
+        actions.append(
+            Action(
+                DOCKER,
+                "stage",
+                short,
+                ref=stage.id,
+                detail=f"untagged build stage, {stage.created}",
+            )
+        )
     for image in _children_first(docker.images):
         tags = ", ".join(image.tags) if image.tags else "untagged"
         short = image.id.removeprefix("sha256:")[:12]
@@ -431,6 +449,7 @@ class _Executor:
             "namespace": self._namespace,
             "cluster": self._cluster,
             "container": self._container,
+            "stage": self._image,
             "image": self._image,
         }
         try:
@@ -624,12 +643,12 @@ def render_plan(the_plan: Plan, console: Any, dry_run: bool) -> None:
     if the_plan.actions:
         console.print(f"[bold]Cleanup plan[/bold] ({len(the_plan.actions)} objects):")
         for line in the_plan.lines(verb):
-            console.print(f"  {escape(line)}")
+            console.print(f"  {escape(line)}", soft_wrap=True)
         console.print(f"[bold]{verb.capitalize()}:[/bold] " + ", ".join(the_plan.count_lines()))
     else:
         console.print("Nothing of TTG's to delete.")
     for note in the_plan.kept:
-        console.print(f"  [dim]{escape(note)}[/dim]")
+        console.print(f"  [dim]{escape(note)}[/dim]", soft_wrap=True)
 
 
 def run(
@@ -680,7 +699,7 @@ def run(
 
     def show(outcome: Outcome) -> None:
         style = _RESULT_STYLE[outcome.result]
-        console.print(f"  [{style}]{escape(outcome.line())}[/{style}]")
+        console.print(f"  [{style}]{escape(outcome.line())}[/{style}]", soft_wrap=True)
 
     report = execute(the_plan, progress=show)
     style = "yellow" if report.failed else "green"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import time
 from collections import Counter
@@ -210,6 +211,14 @@ class DockerSection:
     note: str = ""
     images: list[ImageInfo] = field(default_factory=list)
     containers: list[ContainerInfo] = field(default_factory=list)
+    # Untagged images of the Dockerfile's stages that builds leave behind:
+    # cache for the next build, not TTG images (``ttg_ops.images.is_build_stage``).
+    build_cache: list[ImageInfo] = field(default_factory=list)
+
+    @property
+    def build_cache_size(self) -> int:
+        """Bytes of the build-stage images (each counted whole; they share base layers)."""
+        return sum(image.size for image in self.build_cache)
 
 
 @dataclass
@@ -255,6 +264,7 @@ class Inventory:
         return {
             "docker": {
                 "images": len(self.docker.images) if docker_ok else None,
+                "build_cache": len(self.docker.build_cache) if docker_ok else None,
                 "containers": len(self.docker.containers) if docker_ok else None,
                 "kind_clusters": len(self.kind.clusters) if self.kind.available else None,
             },
@@ -335,9 +345,17 @@ def _images(client: Any, filters: dict[str, list[str]]) -> list[Any]:
 
 
 def docker_objects(client: Any, scope: Scope) -> DockerSection:
-    """TTG's images and containers, selected by TTG's project label (and the scope)."""
+    """TTG's images and containers, selected by TTG's project label (and the scope).
+
+    Untagged images of the worker Dockerfile's stages go to ``build_cache``,
+    not ``images``: they are what the classic builder keeps between builds.
+    """
+    from ttg_ops.images import is_build_stage
+
     filters = scope.docker_filters()
-    images = [_image_info(image) for image in _images(client, filters)]
+    found = _images(client, filters)
+    stages = {image.id for image in found if is_build_stage(image.labels, image.tags)}
+    images = [_image_info(image) for image in found]
     # An image built on another TTG image (the worker on TTG's base, with the
     # classic builder) must be removed first; record which listed images are
     # among its ancestors, through the parent chain of every local image.
@@ -358,7 +376,12 @@ def docker_objects(client: Any, scope: Scope) -> DockerSection:
     ]
     images.sort(key=lambda image: (image.repository, image.created))
     containers.sort(key=lambda container: container.name)
-    return DockerSection(available=True, images=images, containers=containers)
+    return DockerSection(
+        available=True,
+        images=[image for image in images if image.id not in stages],
+        containers=containers,
+        build_cache=[image for image in images if image.id in stages],
+    )
 
 
 def _node_config_has_ttg_label(container: Any) -> bool:
@@ -746,19 +769,25 @@ _GOOD = ("Complete", "Completed", "Succeeded", "Running", "running", "Ready")
 _BAD = ("Failed", "Error", "ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff", "Warning")
 
 
+# Off a terminal (a pipe, a log file) the output is this wide unless COLUMNS says otherwise.
+PLAIN_WIDTH = 80
+# Below this width the tables drop or shorten their low-value columns.
+NARROW_WIDTH = 100
+
+
 def make_console(stderr: bool = False) -> Any:
     """A rich console: coloured on a terminal unless ``NO_COLOR`` is set, plain otherwise.
 
     rich itself drops colour when ``NO_COLOR`` is set or the stream is not a
-    terminal; off a terminal the width is fixed so long names are not wrapped
-    at 80 columns in a pipe or a log file.
+    terminal; off a terminal the width is :data:`PLAIN_WIDTH` (or ``COLUMNS``),
+    and the tables shorten their columns to fit it.
     """
     import sys
 
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PLAIN_WIDTH
     return Console(file=stream, width=width, highlight=False)
 
 
@@ -796,13 +825,24 @@ def human_duration(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def short_time(stamp: str) -> str:
+    """``2026-12-03T16:28:19Z`` as ``2026-12-03 16:28``, for narrow tables; else unchanged."""
+    match = re.match(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})", stamp)
+    return f"{match.group(1)} {match.group(2)}" if match else stamp
+
+
 class _Printer:
-    """Tables and notes on one console: rounded frames on a terminal, plain ones off it."""
+    """Tables and notes on one console: rounded frames on a terminal, plain ones off it.
+
+    ``narrow`` (a console under :data:`NARROW_WIDTH` columns, such as the
+    80 of a pipe) makes the renderers drop or shorten low-value columns.
+    """
 
     def __init__(self, console: Any) -> None:
         from rich import box
 
         self.console = console
+        self.narrow = console.width < NARROW_WIDTH
         # Off a terminal: spaces between columns and a dashed rule under the
         # header, plain ASCII that greps and diffs well.
         plain = box.Box("    \n    \n -- \n    \n    \n -- \n    \n    \n", ascii=True)
@@ -811,7 +851,14 @@ class _Printer:
     def table(self, title: str, *columns: str) -> Any:
         from rich.table import Table
 
-        grid = Table(title=title, box=self.frame, title_justify="left", header_style="bold")
+        grid = Table(
+            title=title,
+            box=self.frame,
+            title_justify="left",
+            header_style="bold",
+            pad_edge=self.console.is_terminal,
+            collapse_padding=not self.console.is_terminal,
+        )
         for column in columns:
             grid.add_column(column, overflow="fold")
         return grid
@@ -823,9 +870,11 @@ class _Printer:
         self.console.print(f"[bold cyan]{text}[/bold cyan]")
 
     def note(self, text: str) -> None:
-        from rich.markup import escape
+        from rich.padding import Padding
+        from rich.text import Text
 
-        self.console.print(f"  [dim]{escape(text)}[/dim]")
+        # Indented as a block, so a note wrapped at the console width stays indented.
+        self.console.print(Padding(Text(text, style="dim"), (0, 0, 0, 2), expand=False))
 
 
 def _render_docker(out: _Printer, docker: DockerSection) -> None:
@@ -835,17 +884,28 @@ def _render_docker(out: _Printer, docker: DockerSection) -> None:
     if not docker.available:
         out.note(docker.note)
         return
-    images = out.table("TTG images", "Repository", "Tags", "Version", "Size", "Created", "ID")
+    # Narrow: no ID column (an untagged image shows its id in the Tags column)
+    # and the creation time to the minute.
+    columns = ["Repository", "Tags", "Version", "Size", "Created"]
+    images = out.table("TTG images", *columns, *([] if out.narrow else ["ID"]))
     for image in docker.images:
-        images.add_row(
+        short = image.id.removeprefix("sha256:")[:12]
+        tags = ", ".join(tag.rsplit(":", 1)[1] for tag in image.tags)
+        row = [
             escape(image.repository),
-            escape(", ".join(tag.rsplit(":", 1)[1] for tag in image.tags) or "<none>"),
+            escape(tags or (f"<none> {short}" if out.narrow else "<none>")),
             escape(image.version or "-"),
             human_size(image.size),
-            image.created,
-            image.id.removeprefix("sha256:")[:12],
-        )
+            short_time(image.created) if out.narrow else image.created,
+        ]
+        images.add_row(*row, *([] if out.narrow else [short]))
     out.show(images, "No TTG images.")
+    if docker.build_cache:
+        out.note(
+            f"Build cache: {len(docker.build_cache)} untagged image(s) of the Dockerfile's "
+            f"stages, {human_size(docker.build_cache_size)} (shared base layers counted in "
+            "each). `inv build` removes those of earlier builds, `inv cleanup` all of them."
+        )
     containers = out.table("TTG containers", "Name", "Image", "Status", "Run id")
     for container in docker.containers:
         containers.add_row(
@@ -884,20 +944,26 @@ def _render_kube(out: _Printer, kube: KubeSection) -> None:
         out.note(kube.note)
     if not kube.reachable:
         return
-    jobs = out.table("TTG jobs", "Namespace", "Name", "Completions", "Status", "Duration")
+    # Narrow: when every job and pod is in one namespace, name it in the title
+    # instead of repeating it on each row.
+    spaces = {job.namespace for job in kube.jobs} | {pod.namespace for pod in kube.pods}
+    one_space = out.narrow and len(spaces) == 1
+    suffix = f" in namespace {escape(next(iter(spaces)))}" if one_space else ""
+    ns_column = [] if one_space else ["Namespace"]
+    jobs = out.table(f"TTG jobs{suffix}", *ns_column, "Name", "Completions", "Status", "Duration")
     for job in kube.jobs:
         jobs.add_row(
-            escape(job.namespace),
+            *([] if one_space else [escape(job.namespace)]),
             escape(job.name),
             job.completions,
             _styled(job.status),
             human_duration(job.duration_seconds),
         )
     out.show(jobs, "No TTG jobs.")
-    pods = out.table("TTG pods", "Namespace", "Name", "Node", "Status")
+    pods = out.table(f"TTG pods{suffix}", *ns_column, "Name", "Node", "Status")
     for pod in kube.pods:
         pods.add_row(
-            escape(pod.namespace),
+            *([] if one_space else [escape(pod.namespace)]),
             escape(pod.name),
             escape(pod.node or "<unscheduled>"),
             _styled(pod.status),
@@ -913,7 +979,7 @@ def _render_kube(out: _Printer, kube: KubeSection) -> None:
     )
     for event in kube.events:
         events.add_row(
-            event.last_seen,
+            short_time(event.last_seen) if out.narrow else event.last_seen,
             _styled(event.type),
             escape(event.reason),
             escape(event.object),
@@ -933,4 +999,11 @@ def render(inventory: Inventory, console: Any) -> None:
     _render_kind(out, inventory.kind)
     _render_kube(out, inventory.kubernetes)
     console.print()
-    console.print(f"[bold]Summary[/bold]  {escape(summary_text(inventory))}")
+    text = summary_text(inventory)
+    if out.narrow:
+        # The Docker and Kubernetes halves on lines of their own, each whole.
+        docker_part, _, kube_part = text.partition("; ")
+        console.print(f"[bold]Summary[/bold]  {escape(docker_part)}", soft_wrap=True)
+        console.print(f"         {escape(kube_part)}", soft_wrap=True)
+    else:
+        console.print(f"[bold]Summary[/bold]  {escape(text)}")
