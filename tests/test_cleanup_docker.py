@@ -385,3 +385,37 @@ def test_kind_node_made_from_a_ttg_image_is_left_to_the_kind_layer(
     assert f"a node of kind cluster other-{s}" in report.outcomes[0].reason
     assert docker_world.exists("container", node.id)
     assert docker_world.exists("image", image.id)
+
+
+def test_build_stage_images_are_removed_as_build_cache_and_kept_with_keep_images(
+    docker_world: DockerWorld,
+) -> None:
+    from ttg_ops import images
+
+    s = docker_world.session
+    worker = docker_world.image(f"ttg-test-{s}/worker:v9.9.9", ttg=True)
+    stage = docker_world.image(
+        None, ttg=True, version="", extra_labels={labels.DOCKER_COMPONENT: images.STAGE_COMPONENT}
+    )
+    console, buffer = _console()
+
+    kept, _report = cleanup.run(
+        console=console,
+        assume_yes=True,
+        keep_images=True,
+        kubeconfig=NO_KUBECONFIG,
+        scope=docker_world.scope,
+    )
+    assert not [a for a in kept.actions if a.kind in ("stage", "image")]
+    assert docker_world.exists("image", stage.id)
+
+    the_plan, report = cleanup.run(
+        console=console, assume_yes=True, kubeconfig=NO_KUBECONFIG, scope=docker_world.scope
+    )
+
+    assert report is not None
+    assert [a.ref for a in the_plan.actions if a.kind == "stage"] == [stage.id]
+    assert [a.ref for a in the_plan.actions if a.kind == "image"] == [worker.id]
+    assert "Docker build-cache image" in buffer.getvalue()
+    assert not docker_world.exists("image", stage.id)
+    assert not docker_world.exists("image", worker.id)
