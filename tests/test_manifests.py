@@ -243,7 +243,7 @@ _task_names = st.sampled_from(["simulate", "sleep", "mypkg.tasks:score", "a.b:c"
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     workers=st.integers(min_value=1, max_value=500),
-    params=st.integers(min_value=0, max_value=10**9),
+    params=st.integers(min_value=1, max_value=10**9),
     batch=st.integers(min_value=1, max_value=10**6),
     task=_task_names,
     log_format=st.sampled_from(["text", "json"]),
