@@ -6,7 +6,6 @@ import gc
 import warnings
 
 import pytest
-
 from ttg_ops import dockerapi
 from ttg_ops.errors import PreflightError
 
