@@ -859,8 +859,9 @@ class _Printer:
             pad_edge=self.console.is_terminal,
             collapse_padding=not self.console.is_terminal,
         )
-        for column in columns:
-            grid.add_column(column, overflow="fold")
+        for index, column in enumerate(columns):
+            # Narrow: the first column (a name, usually) stays whole; the others fold.
+            grid.add_column(column, overflow="fold", no_wrap=self.narrow and index == 0)
         return grid
 
     def show(self, grid: Any, empty: str) -> None:
@@ -974,20 +975,45 @@ def _render_kube(out: _Printer, kube: KubeSection) -> None:
         for node, count in kube.distribution.items():
             spread.add_row(escape(node or "<unscheduled>"), str(count))
         out.show(spread, "")
-    events = out.table(
-        "Recent events of TTG's objects", "Last seen", "Type", "Reason", "Object", "Message"
-    )
-    for event in kube.events:
-        events.add_row(
-            short_time(event.last_seen) if out.narrow else event.last_seen,
-            _styled(event.type),
-            escape(event.reason),
-            escape(event.object),
-            escape(event.message),
+    if out.narrow:
+        _render_events_narrow(out, kube.events)
+    else:
+        events = out.table(
+            "Recent events of TTG's objects", "Last seen", "Type", "Reason", "Object", "Message"
         )
-    out.show(events, "No recent events of TTG's objects.")
+        for event in kube.events:
+            events.add_row(
+                event.last_seen,
+                _styled(event.type),
+                escape(event.reason),
+                escape(event.object),
+                escape(event.message),
+            )
+        out.show(events, "No recent events of TTG's objects.")
     for space in kube.namespaces:
         out.note(f"Namespace {space.name} was created by TTG ({space.status}).")
+
+
+def _render_events_narrow(out: _Printer, events: list[EventInfo]) -> None:
+    """Events as a list: time, type, reason and object on one line, the message under it.
+
+    Five columns do not fit 80; folded into them a message reads one word a line.
+    """
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if not events:
+        out.note("No recent events of TTG's objects.")
+        return
+    out.console.print("Recent events of TTG's objects")
+    for event in events:
+        out.console.print(
+            f" {short_time(event.last_seen)}  {_styled(event.type)}  "
+            f"{escape(event.reason)}  {escape(event.object)}",
+            overflow="fold",
+        )
+        out.console.print(Padding(Text(event.message), (0, 0, 0, 4), expand=False))
 
 
 def render(inventory: Inventory, console: Any) -> None:
