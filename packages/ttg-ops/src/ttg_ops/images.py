@@ -848,10 +848,6 @@ def prune_stage_images(client: Any, keep: set[str], before: float) -> tuple[int,
             continue
         removed += 1
         freed += int(entry.get("Size") or 0)
-    if removed:
-        logger.debug(
-            "Removed {} build-stage image(s) of earlier builds ({:.0f} MB).", removed, freed / 1e6
-        )
     return removed, freed
 
 
