@@ -59,7 +59,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 
 def kubeconfig_path(kubeconfig: str | None = None) -> str:
-    """The kubeconfig file in use: the argument, ``$KUBECONFIG``'s first entry, or ~/.kube/config."""
+    """The kubeconfig in use: the argument, ``$KUBECONFIG``'s first entry or ~/.kube/config."""
     if kubeconfig:
         return kubeconfig
     env = os.environ.get("KUBECONFIG", "")
