@@ -411,7 +411,8 @@ def results(c: Context, run_id: str = "latest", runs_dir: str = "") -> None:
         "whole_shards": "redo the whole shard of each failed worker, not only what is missing",
         "workers": "workers for the follow-up run (default: fewer when few parameters are left)",
         "logs": "print every worker line above the progress display",
-        "backend": "where the follow-up runs: process or docker (default: as the run did)",
+        "backend": "where the follow-up runs: process or docker (default: as the run did; "
+        "a deployed run gets a follow-up Job like its own)",
         "image": "worker image for --backend docker (default ttg-worker:v<version>)",
         "runs_dir": _RUNS_HELP,
     }
@@ -427,10 +428,11 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
     image: str = "",
     runs_dir: str = "",
 ) -> None:
-    """Rerun what a local run left missing or failed, then merge and account again.
+    """Rerun what a local or deployed run left missing or failed, then merge and account again.
 
     Example: inv rerun --failed --run-id latest
     """
+    from ttg_ops.backends import kubernetes as kube
     from ttg_ops.errors import ConfigError
     from ttg_ops.report import load_report, print_report, print_results, resolve_run_dir
     from ttg_ops.runner import make_backend, parse_whole, rerun_failed
@@ -439,15 +441,19 @@ def rerun(  # noqa: PLR0917 - the parameters are the task's CLI flags
         if not failed:
             raise ConfigError("say what to rerun: --failed is the only mode")
         run_dir = resolve_run_dir(_runs_root(runs_dir), run_id)
-        chosen = make_backend(backend or load_report(run_dir)["backend"], image=image)
         _tooling_logs()
-        follow_up, merge = rerun_failed(
-            run_dir,
-            chosen,
-            whole_shards=whole_shards,
-            workers=parse_whole("workers", workers) if workers else None,
-            show_logs=logs,
-        )
+        count = parse_whole("workers", workers) if workers else None
+        if kube.is_cluster_run(run_dir) and backend in ("", kube.BACKEND_NAME):
+            if image:
+                raise ConfigError("--image is for --backend docker; a cluster rerun uses the run's")
+            follow_up, merge = kube.rerun_failed(
+                run_dir, whole_shards=whole_shards, workers=count, show_logs=logs
+            )
+        else:
+            chosen = make_backend(backend or load_report(run_dir)["backend"], image=image)
+            follow_up, merge = rerun_failed(
+                run_dir, chosen, whole_shards=whole_shards, workers=count, show_logs=logs
+            )
         if follow_up is not None:
             print_report(follow_up)  # its results table is already the lineage's
         print_results(load_report(run_dir.parent / merge.run_id), table=follow_up is None)

@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ttg_ops.simcluster import RUN_DURATION
 from ttg_ops.spec import RunSpec, worker_env
 
 from tests.test_deploy import schedulable_workers  # noqa: F401 - autouse fixture
+from tests.test_deploy_cli import inv
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -158,3 +160,88 @@ def test_logs_and_metrics_name_a_run_that_is_not_recorded(tmp_path: Path) -> Non
         kube.find_run(tmp_path)
     with pytest.raises(ConfigError, match="run 'nope' is not a recorded cluster run"):
         kube.find_run(tmp_path, "nope")
+
+
+def _play(sim: Any, namespace: str, pod: Any, shards: Path, run_id: str) -> None:
+    """Run the real worker as ``pod`` (its own environment), writing shards under ``shards``."""
+    done = sim.run_in_pod(
+        namespace,
+        pod.metadata.name,
+        [sys.executable, "-m", "ttg_worker"],
+        env={"TTG_OUTPUT_DIR": str(shards / run_id)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_rerun_failed_deploys_a_follow_up_job_for_exactly_the_failed_index(
+    sim_cluster: Any, sim_namespace: str, tmp_path: Path
+) -> None:
+    from ttg_ops.report import load_report
+    from ttg_ops.results import merge_results
+    from ttg_ops.simcluster import FAIL_INDEXES
+
+    runs, shards = tmp_path / "runs", tmp_path / "shards"
+    spec = RunSpec(workers=3, params=900, batch_size=300)  # the follow-up: one full batch
+    options = kube.DeployOptions(
+        context=sim_cluster.context,
+        kubeconfig=sim_cluster.kubeconfig,
+        namespace=sim_namespace,
+        runs_root=runs,
+        wait=False,
+        pod_annotations={FAIL_INDEXES: "1", RUN_DURATION: "8s"},
+    )
+    deployed = kube.deploy(spec, options, _console())
+    pods = _running_pods(sim_cluster, sim_namespace, spec.run_id, 3)
+    for index in (0, 2):
+        _play(sim_cluster, sim_namespace, pods[index], shards, spec.run_id)
+    api = sim_cluster.api_client()
+    followed = kube.follow(api, spec, deployed.record, timeout=90, console=_console())
+    assert followed.outcome == "Failed"
+    # As on kind, where each run's shards reach the host under <mount>/<run-id>.
+    deployed.record.results_dir = str(shards / spec.run_id)
+    kube.write_record(runs, spec, deployed.record)
+
+    # inv metrics names the failed worker and points at the cluster rerun.
+    shown = inv("metrics", "--run-id", spec.run_id, "--runs-dir", str(runs))
+    assert shown.returncode != 0
+    assert "missing workers [1]" in shown.stderr  # it wrote no log: its shard is missing
+    assert f"inv rerun --failed --run-id {spec.run_id}" in shown.stderr
+
+    # The follow-up pod is played by the real worker as soon as it runs.
+    played: list[Any] = []
+
+    def play_follow_up() -> None:
+        child = _running_pods(sim_cluster, sim_namespace, f"{spec.run_id}-r1", 1)[0]
+        played.append(child)
+        _play(sim_cluster, sim_namespace, child, shards, f"{spec.run_id}-r1")
+
+    player = threading.Thread(target=play_follow_up, daemon=True)
+    player.start()
+    rerun_console = _console()
+    follow_up, merged = kube.rerun_failed(
+        runs / spec.run_id,
+        timeout=120,
+        console=rerun_console,
+        pod_annotations={RUN_DURATION: "60s"},
+    )
+    player.join(timeout=120)
+    assert follow_up is not None
+    assert follow_up["run_id"] == f"{spec.run_id}-r1"
+    assert follow_up["status"] == "succeeded", (follow_up["workers"], rerun_console.export_text())
+
+    jobs = client.BatchV1Api(api).list_namespaced_job(sim_namespace).items
+    (job,) = [j for j in jobs if j.metadata.labels[labels.K8S_RUN_ID] == f"{spec.run_id}-r1"]
+    assert job.spec.completions == 1
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env["TTG_ONLY"] == "300:600"  # exactly worker 1's shard of 0:900
+    assert job.spec.template.spec.containers[0].image == deployed.record.image
+    assert played and played[0].spec.node_name in sim_cluster.worker_names
+
+    assert merged.run_id == spec.run_id
+    assert merged.unique == 900
+    assert merged.missing_count == 0
+    assert merged.duplicates == 0
+    root = load_report(runs / spec.run_id)
+    assert root["results"]["unique"] == 900
+    assert merge_results(runs / spec.run_id).missing_count == 0

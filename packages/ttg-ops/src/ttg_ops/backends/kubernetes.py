@@ -1226,3 +1226,83 @@ def show_metrics(collected: Collected, console: Any = None) -> None:
     if collected.report_path is not None:
         console.print(f"Wrote {collected.report_path}", highlight=False)
     console.print(f"Run {report['run_id']} {report['status']}.", highlight=False)
+
+
+# ---------------------------------------------------------------------------
+# Completing a cluster run: inv rerun --failed
+# ---------------------------------------------------------------------------
+
+_PVC_PREFIX = "PersistentVolumeClaim "
+
+
+def is_cluster_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a deployed run (its ``deploy.json``)."""
+    return (Path(run_dir) / DEPLOY_FILE).is_file()
+
+
+def rerun_failed(
+    run_dir: Path,
+    *,
+    whole_shards: bool = False,
+    workers: int | None = None,
+    show_logs: bool = False,
+    timeout: float = 600.0,
+    console: Any = None,
+    pod_annotations: dict[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, Any]:
+    """Complete the cluster run at ``run_dir`` with a follow-up Indexed Job.
+
+    The follow-up covers exactly the parameters still missing or errored in
+    the lineage (:func:`ttg_ops.results.rerun_spec`) and is deployed like its
+    parent (context, kubeconfig, namespace, image, pull policy, spread and
+    results volume from the parent's ``deploy.json``), followed to the end,
+    collected, and merged with the lineage. Returns the follow-up's report
+    (``None`` when nothing was left to do) and the lineage accounting.
+    """
+    from rich.console import Console
+
+    from ttg_ops.report import load_report
+    from ttg_ops.results import count_ranges, merge_results, parse_ranges, rerun_spec
+    from ttg_ops.runner import merge_run
+
+    console = console or Console()
+    run_dir = Path(run_dir)
+    _, parent, _ = find_run(run_dir.parent, run_dir.name)
+    report = load_report(run_dir)
+    merge = merge_results(run_dir)
+    spec = rerun_spec(report, merge, whole_shards=whole_shards, workers=workers)
+    if spec is None:
+        console.print(f"Run {merge.run_id} is complete: nothing to rerun.", highlight=False)
+        return None, merge
+    logger.info(
+        f"Rerunning {count_ranges(parse_ranges(spec.only))} parameters of cluster run "
+        f"{report['run_id']} as run {spec.run_id}."
+    )
+    results = parent.results
+    options = DeployOptions(
+        context=parent.context,
+        kubeconfig=parent.kubeconfig,
+        namespace=parent.namespace,
+        image=parent.image,
+        pull_policy=parent.pull_policy,
+        spread=parent.spread,
+        wait=True,
+        timeout=timeout,
+        results_pvc=results[len(_PVC_PREFIX) :] if results.startswith(_PVC_PREFIX) else "",
+        pod_annotations=dict(pod_annotations or {}),
+        runs_root=run_dir.parent,
+        show_logs=show_logs,
+    )
+    try:
+        deploy(spec, options, console)
+    except DeployFailed as exc:
+        # The follow-up failed too: still collect it so the lineage accounts for it.
+        console.print(f"Run {spec.run_id}: {exc}", highlight=False, markup=False)
+    spec_, record, child_dir = find_run(run_dir.parent, spec.run_id)
+    if not record.results_dir and parent.results_dir:
+        # The lineage's shards sit side by side, one folder per run (kind's host mount).
+        record.results_dir = str(Path(parent.results_dir).parent / spec.run_id)
+        write_record(run_dir.parent, spec_, record)
+    collected = collect(spec_, record, child_dir)
+    _, merged = merge_run(child_dir)
+    return collected.report, merged
