@@ -605,6 +605,8 @@ ns.add_collection(kind_ns)
 
 
 @task(
+    # Twenty-odd flags: invoke's automatic short flags run out and print "--=STRING".
+    auto_shortflags=False,
     help={
         "workers": "number of workers (pods), a whole number (default 3)",
         "params": "size of the integer range space, a whole number (default 10000)",

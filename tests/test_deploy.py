@@ -83,9 +83,10 @@ def test_deploy_spreads_three_workers_over_the_three_worker_nodes(
     assert {kube.pod_index(pod) for pod in pods} == {0, 1, 2}
 
     output = console.export_text()
-    assert "Pod Distribution" in output
-    for pod in pods:
-        assert pod.metadata.name in output
+    job_name = manifests.job_name(spec.run_id)
+    assert f"Pod Distribution of Job {job_name}" in output
+    for pod in pods:  # each row keeps what tells the pods apart: …-<index>-<suffix>
+        assert f"…{pod.metadata.name.removeprefix(job_name)}" in output
     assert "✅ Completed" in output
     assert "emptyDir" in output  # results stay in the pods on a non-kind cluster: warned
 

@@ -109,3 +109,18 @@ def test_deploy_logs_and_metrics_through_the_tasks(
     assert [w["state"] for w in report["workers"]] == ["missing"] * 3
     assert {w["node"] for w in report["workers"]} == set(sim_cluster.worker_names)
     assert (tmp_path / report["run_id"] / "report.json").is_file()
+
+
+def test_every_tasks_help_names_each_flag_with_a_valid_spelling() -> None:
+    import re
+
+    import tasks
+
+    spelling = re.compile(r"^(-[a-zA-Z][ =]\S+, |-[a-zA-Z], )?--(\[no-\])?[a-z][a-z0-9-]*(=\S+)?$")
+    broken = [
+        f"{context.name}: {flags}"
+        for context in tasks.ns.to_contexts()
+        for flags, _ in context.help_tuples()
+        if not spelling.match(flags)
+    ]
+    assert broken == []

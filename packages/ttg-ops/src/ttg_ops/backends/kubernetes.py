@@ -453,7 +453,7 @@ def deploy(
         result.follow.first_pod_at - started if result.follow.first_pod_at is not None else -1.0
     )
     result.timings["to_end_s"] = result.follow.ended - started
-    console.print(distribution_table(result.follow.pods))
+    console.print(distribution_table(result.follow.pods, record.job))
     if result.follow.outcome != "Complete":
         raise DeployFailed(
             f"Job {record.job} failed: {result.follow.message}",
@@ -905,17 +905,33 @@ _STATUS = {
 }
 
 
-def distribution_table(pods: dict[str, Any]) -> Any:
-    """The seed's Pod Distribution table: pod, node, status, duration, by worker index."""
+def short_pod_name(name: str, job: str) -> str:
+    """A pod name without its Job's name (printed once above): ``…-0-h87xp``."""
+    return "…" + name[len(job) :] if job and name.startswith(job + "-") else name
+
+
+def distribution_table(pods: dict[str, Any], job: str = "") -> Any:
+    """The seed's Pod Distribution table: pod, node, status, duration, by worker index.
+
+    With ``job``, the title names the Job once and each pod shows only what
+    tells it apart (``…-<index>-<suffix>``), so the table reads at 80 columns.
+    """
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="Pod Distribution", title_justify="left")
+    title = f"Pod Distribution of Job {job}" if job else "Pod Distribution"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("Pod", "Node", "Status", "Duration"):
-        table.add_column(column)
+        table.add_column(
+            column,
+            justify="right" if column == "Duration" else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
     ordered = sorted(pods.values(), key=lambda p: (pod_index(p) or 0, p.metadata.name))
     for pod in ordered:
         table.add_row(
-            pod.metadata.name,
+            short_pod_name(pod.metadata.name, job),
             pod.spec.node_name or "-",
             _STATUS.get(pod.status.phase or "", pod.status.phase or "-"),
             _duration(pod),
@@ -1209,7 +1225,17 @@ def show_metrics(collected: Collected, console: Any = None) -> None:
     console = console or Console()
     report = collected.report
     console.print(metrics_table(report))
-    console.print(workers_table(report))
+    # The Job's name is printed once; each pod shows what tells it apart (…-0-h87xp).
+    job = manifests.job_name(str(report.get("run_id") or ""))
+    console.print(f"Job {job}", highlight=False)
+    shown = {
+        **report,
+        "workers": [
+            {**w, "name": short_pod_name(str(w.get("name") or ""), job) or None}
+            for w in report["workers"]
+        ],
+    }
+    console.print(workers_table(shown, console))
     for worker in report["workers"]:
         if worker["index"] in collected.never_started:
             console.print(
