@@ -124,3 +124,24 @@ def test_every_tasks_help_names_each_flag_with_a_valid_spelling() -> None:
         if not spelling.match(flags)
     ]
     assert broken == []
+
+
+def test_deploy_refuses_an_unknown_task_option_before_contacting_any_cluster(
+    tmp_path: Path,
+) -> None:
+    done = inv(
+        "deploy",
+        "--task-options",
+        '{"no_such_option": 1}',
+        "--context",
+        "absent-context",
+        "--kubeconfig",
+        str(tmp_path / "absent-kubeconfig"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
+    assert done.returncode != 0
+    assert "no_such_option" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "absent-context" not in done.stderr  # refused before the kubeconfig was read
+    assert not (tmp_path / "runs").exists()

@@ -393,8 +393,11 @@ def deploy(
     """Deploy ``spec`` as an Indexed Job; with ``options.wait`` follow it to the end."""
     from rich.console import Console
 
+    from ttg_ops.runner import check_spec
+
     console = console or Console()
     options.validate()
+    check_spec(spec, BACKEND_NAME)  # what `inv run` refuses up front, such as unknown options
     started = time.monotonic()
     api = k8s.api_client(options.context, options.kubeconfig)
     facts = preflight(spec, options, api)
