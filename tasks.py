@@ -514,7 +514,6 @@ def kind_create(  # noqa: PLR0917 - the parameters are the task's CLI flags
     Example: inv kind.create
     """
     from ttg_ops import kind as kind_ops
-    from ttg_ops.runner import parse_whole
 
     with _user_errors():
         result = kind_ops.create(
@@ -525,7 +524,7 @@ def kind_create(  # noqa: PLR0917 - the parameters are the task's CLI flags
             else _PROJECT / kind_ops.DEFAULT_RESULTS_DIR,
             kubeconfig=kubeconfig or None,
             node_image=node_image or None,
-            timeout=parse_whole("timeout", timeout),
+            timeout=_number(timeout, "timeout", int, minimum=1),
             progress=print,
         )
         verb = "Created" if result.created else "Kept"
@@ -687,7 +686,7 @@ def deploy(  # noqa: PLR0917 - the parameters are the task's CLI flags
             pull_policy=pull_policy or None,
             spread=spread,
             wait=wait,
-            timeout=float(parse_whole("timeout", timeout)),
+            timeout=_number(timeout, "timeout", minimum=1),
             results_pvc=results_pvc,
             runs_root=_runs_root(runs_dir),
             show_logs=logs,
@@ -794,8 +793,8 @@ def sim_up(
     c: Context,
     name: str = "ttg-cluster",
     context: str = "",
-    workers: int = 3,
-    timeout: float = 120.0,
+    workers: str = "3",
+    timeout: str = "120",
 ) -> None:
     """Start the simulated cluster in the background and print its kubeconfig.
 
@@ -804,10 +803,14 @@ def sim_up(
     from ttg_ops import simcluster
 
     with _user_errors():
+        # Every flag is checked before anything is built or started.
+        nodes = _number(workers, "workers", int, minimum=1, unit="worker nodes")
+        seconds = _number(timeout, "timeout", minimum=1)
+        simcluster.check_cluster_name(name)
         _sim_logs()
         simcluster.build()
         cluster = simcluster.SimCluster(
-            name, context=context or None, workers=workers, ready_timeout=timeout
+            name, context=context or None, workers=nodes, ready_timeout=seconds
         )
         cluster.start(detach=True)
         status = cluster.status()

@@ -145,3 +145,32 @@ def test_deploy_refuses_an_unknown_task_option_before_contacting_any_cluster(
     assert "Traceback" not in done.stderr
     assert "absent-context" not in done.stderr  # refused before the kubeconfig was read
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cluster.sim-up", "--workers", "abc"], "--workers must be a whole number"),
+        (["cluster.sim-up", "--workers", "0"], "--workers must be at least 1"),
+        (["cluster.sim-up", "--timeout", "x"], "--timeout must be a number of seconds"),
+        (["cluster.sim-up", "--name", "Bad Name"], "cluster name 'Bad Name' is not valid"),
+        (["cluster.sim-status", "--name", "Bad Name"], "cluster name 'Bad Name' is not valid"),
+        (["cluster.sim-down", "--name", "x_y"], "cluster name 'x_y' is not valid"),
+        (["kind.create", "--timeout", "0"], "--timeout must be at least 1"),
+        (["deploy", "--timeout", "x"], "--timeout must be a number of seconds"),
+    ],
+)
+def test_bad_numbers_and_names_are_refused_without_a_traceback_before_starting_anything(
+    args: list[str], message: str
+) -> None:
+    done = inv(*args, timeout=60)
+    assert done.returncode == 2  # a user mistake (ConfigError)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Started" not in done.stderr  # nothing of the simulated cluster was started
+
+
+def test_sim_up_help_shows_a_value_for_each_numeric_flag() -> None:
+    done = inv("--help", "cluster.sim-up")
+    assert "--timeout=STRING" in done.stdout
+    assert "--workers=STRING" in done.stdout

@@ -548,3 +548,29 @@ def test_second_start_of_a_running_cluster_is_refused(sim_cluster: Any) -> None:
     with pytest.raises(SimClusterError, match="already runs"):
         again.start()
     assert sim_cluster.status().running
+
+
+def test_status_and_down_find_a_running_cluster_under_an_older_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull that changes a pin changes the cache key; the cluster started before stays visible."""
+    import json
+    import os
+
+    from ttg_ops.simcluster import SimCluster, sim_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("TTG_SIM_HOME", raising=False)
+    current = sim_home()
+    older = current.parent / "v0.0.0-olderkey00" / "run" / "old-one"
+    older.mkdir(parents=True)
+    # A live process stands in for the cluster's etcd: this test's own.
+    binary = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
+    state = {"components": [{"name": "etcd", "pid": os.getpid(), "binary": binary}]}
+    (older / "state.json").write_text(json.dumps(state))
+
+    cluster = SimCluster("old-one")
+    assert cluster.run_dir == older
+    assert [c.alive for c in cluster.status().components] == [True]
+    # A cluster that is not running anywhere keeps the current cache folder.
+    assert SimCluster("other").run_dir == current / "run" / "other"

@@ -26,6 +26,7 @@ from ttg_ops.simcluster._cluster import (
     SimCluster,
     SimClusterError,
     SimStatus,
+    check_cluster_name,
     status_table,
 )
 from ttg_ops.simcluster._kwok import (
@@ -60,6 +61,7 @@ __all__ = [
     "binaries",
     "build",
     "cache_key",
+    "check_cluster_name",
     "cri_log",
     "missing",
     "node_names",

@@ -21,6 +21,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,7 +39,7 @@ from typing import IO, Any
 import yaml
 from loguru import logger
 
-from ttg_ops.errors import PreflightError, TTGError
+from ttg_ops.errors import ConfigError, PreflightError, TTGError
 from ttg_ops.labels import DEFAULT_CLUSTER
 from ttg_ops.simcluster import _build, _kwok
 from ttg_ops.simcluster._pki import Pair, Pki, make_pki
@@ -113,6 +114,41 @@ def _is_ours(pid: int, binary: str) -> bool:
     """Whether ``pid`` still runs ``binary`` (and is not a reused pid or a zombie)."""
     args = _cmdline(pid)
     return bool(args) and args[0] == binary
+
+
+_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Node names are <name>-control-plane, <name>-worker<n>: DNS labels of at most 63 characters.
+_MAX_CLUSTER_NAME = 63 - len("-control-plane")
+
+
+def check_cluster_name(name: str) -> str:
+    """``name`` when its node names are valid, else :class:`ConfigError` naming what is allowed."""
+    if not name or len(name) > _MAX_CLUSTER_NAME or not _CLUSTER_NAME.match(name):
+        raise ConfigError(
+            f"cluster name {name!r} is not valid: use lowercase letters, digits and '-', "
+            f"start and end with a letter or digit, at most {_MAX_CLUSTER_NAME} characters "
+            "(the nodes are <name>-control-plane and <name>-worker…)"
+        )
+    return name
+
+
+def _running_dir(name: str) -> Path | None:
+    """The run folder of cluster ``name`` whose processes live, in any binaries' cache folder.
+
+    The cache folder is keyed by the pinned versions, so a checkout that changed a pin
+    would not see a cluster started before; every sibling folder is looked at.
+    """
+    if os.environ.get("TTG_SIM_HOME"):
+        return None
+    for state_path in sorted(_build.sim_home().parent.glob(f"*/run/{name}/{STATE_FILE}")):
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            continue
+        components = state.get("components", []) if isinstance(state, dict) else []
+        if any(_is_ours(int(c["pid"]), str(c["binary"])) for c in components):
+            return state_path.parent
+    return None
 
 
 def _rss_bytes(pid: int) -> int:
@@ -192,12 +228,20 @@ class SimCluster:
         home: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_S,
     ) -> None:
+        check_cluster_name(name)
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+            raise ConfigError(f"workers must be a whole number of at least 1 node, not {workers}")
+        if ready_timeout <= 0:
+            raise ConfigError(f"the timeout must be more than 0 seconds, not {ready_timeout:g}")
         self.name = name
         self.context = context or f"kind-{name}"
         self.home = home or _build.sim_home()
-        self.run_dir = Path(run_dir) if run_dir else self.home / "run" / name
+        if run_dir:
+            self.run_dir = Path(run_dir)
+        else:
+            self.run_dir = self.home / "run" / name
+            if home is None:
+                self.run_dir = _running_dir(name) or self.run_dir
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.kubeconfig = str(self.run_dir / "kubeconfig")
