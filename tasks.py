@@ -7,6 +7,7 @@ non-zero exit code; a traceback means a bug in TTG, not a user mistake.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +20,22 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 
+def _log_level(default: str) -> str:
+    """``default``, or DEBUG when ``TTG_DEBUG`` is set (and not 0) to show library details."""
+    return "DEBUG" if os.environ.get("TTG_DEBUG", "0") not in ("", "0") else default
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn TTG errors and Ctrl-C into a clear message and an exit code."""
+    """Turn TTG errors and Ctrl-C into a clear message and an exit code.
+
+    Every task enters it first, so it also sets the log level for all of them:
+    TTG's own warnings on stderr, DEBUG lines only with ``TTG_DEBUG=1``.
+    """
+    from ttg_logging import configure
     from ttg_ops.errors import TTGError
 
+    configure("ttg", _log_level("WARNING"), "text", stream=sys.stderr)
     try:
         yield
     except TTGError as exc:
@@ -274,7 +286,7 @@ def _tooling_logs() -> None:
     """Send TTG's own warnings to stderr; the live display owns stdout."""
     from ttg_logging import configure
 
-    configure("ttg", "WARNING", "text", stream=sys.stderr)
+    configure("ttg", _log_level("WARNING"), "text", stream=sys.stderr)
 
 
 def _finish(report: dict[str, Any]) -> None:
@@ -629,7 +641,7 @@ ns.add_collection(kind_ns)
         "run_id": "run id (default: UTC time plus a random suffix)",
         "logs": "print every worker line, prefixed [worker-i], while waiting",
         "runs_dir": _RUNS_HELP,
-    }
+    },
 )
 def deploy(  # noqa: PLR0917 - the parameters are the task's CLI flags
     c: Context,
@@ -758,7 +770,7 @@ def _sim_logs() -> None:
     """Show the simulated cluster's lifecycle (build steps, start) on stderr, without DEBUG."""
     from ttg_logging import configure
 
-    configure("ttg", "INFO", "text", stream=sys.stderr)
+    configure("ttg", _log_level("INFO"), "text", stream=sys.stderr)
 
 
 @task(help={"force": "rebuild even when binaries of the pinned versions are cached"})

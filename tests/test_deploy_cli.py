@@ -174,3 +174,27 @@ def test_sim_up_help_shows_a_value_for_each_numeric_flag() -> None:
     done = inv("--help", "cluster.sim-up")
     assert "--timeout=STRING" in done.stdout
     assert "--workers=STRING" in done.stdout
+
+
+def test_tasks_show_no_library_debug_lines_unless_ttg_debug_is_set() -> None:
+    import os
+
+    def delete(debug: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "TTG_DEBUG"}
+        if debug:
+            env["TTG_DEBUG"] = debug
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "kind.delete", "--name", "ttg-absent-cluster"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    quiet = delete("")
+    assert "nothing to delete" in quiet.stdout
+    assert "DEBUG" not in quiet.stderr
+    assert "Running kind get clusters" not in quiet.stderr
+    assert "Running kind get clusters" in delete("1").stderr
