@@ -18,23 +18,21 @@ caller's own uid:gid otherwise, so the files belong to whoever started the
 run. A container never runs as root.
 
 One thread per container follows its log stream (stdout and stderr merged,
-as ``kubectl logs`` shows them) and puts ``(index, line)`` on a queue that
-:meth:`DockerBackend.lines` drains. States come from ``docker inspect``:
-exit code, start and finish times, OOM kills. :meth:`DockerBackend.stop`
-sends SIGTERM, waits a grace period, kills what is left, then removes the
-containers unless ``keep`` is set.
+as ``kubectl logs`` shows them; see :class:`ttg_ops.backends.base.LineStreams`)
+and puts ``(index, line)`` on a queue that :meth:`DockerBackend.lines` drains.
+States come from ``docker inspect``: exit code, start and finish times, OOM
+kills. :meth:`DockerBackend.stop` sends SIGTERM, waits a grace period, kills
+what is left, then removes the containers unless ``keep`` is set.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import queue
 import re
 import stat
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -44,7 +42,16 @@ from typing import Any
 from loguru import logger
 
 from ttg_ops import dockerapi, labels
-from ttg_ops.backends.base import FAILED, MISSING, PENDING, RUNNING, SUCCEEDED, WorkerState
+from ttg_ops.backends.base import (
+    FAILED,
+    LAST_LINES,
+    MISSING,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    LineStreams,
+    WorkerState,
+)
 from ttg_ops.errors import ConfigError, PreflightError
 from ttg_ops.spec import (
     ENV_NODE_NAME,
@@ -59,7 +66,6 @@ CONTAINER_OUTPUT = "/output"
 CONTAINER_INPUT = "/input"
 IMAGE_UID = 10001
 IMAGE_GID = 10001
-LAST_LINES = 50
 STOP_GRACE_SECONDS = 10.0
 DEFAULT_MEMORY = "512m"
 DEFAULT_PIDS = 256
@@ -114,15 +120,10 @@ class DockerBackend:
         self.cpus = cpus
         self.network = network
         self.stop_grace = stop_grace
-        self._last_lines = last_lines
         self._client: Any = None
         self._containers: list[Any | None] = []
         self._states: list[WorkerState] = []
-        self._tails: list[deque[str]] = []
-        self._queue: queue.Queue[tuple[int, str | None]] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._open = 0
-        self._lock = threading.Lock()
+        self._streams = LineStreams(last_lines)
         self._removed = False
 
     # -- Backend protocol ------------------------------------------------------
@@ -147,7 +148,7 @@ class DockerBackend:
             raise
 
         self._states = [WorkerState(index=i) for i in range(spec.workers)]
-        self._tails = [deque(maxlen=self._last_lines) for _ in range(spec.workers)]
+        self._streams.reset(spec.workers)
         self._containers = [None] * spec.workers
         container_labels = labels.docker_labels(spec.version, spec.run_id)
         settings: list[dict[str, Any]] = []
@@ -217,13 +218,12 @@ class DockerBackend:
             ) from exc
         self._states[index].state = RUNNING
         logger.debug(f"Started worker {index} as container {name}.")
-        thread = threading.Thread(
-            target=self._follow, args=(index, container), name=f"ttg-docker-{index}", daemon=True
+        self._streams.follow(
+            index,
+            f"ttg-docker-{index}",
+            _log_lines(container),
+            on_end=functools.partial(self._record_end, index, container),
         )
-        with self._lock:
-            self._open += 1
-            self._threads.append(thread)
-        thread.start()
 
     def lines(self, timeout: float | None = None) -> Iterator[tuple[int, str]]:
         """Yield ``(index, line)`` as containers print; end when every container has exited.
@@ -231,24 +231,11 @@ class DockerBackend:
         With ``timeout``, give up waiting for the next line after that many
         seconds (the generator then ends although containers still run).
         """
-        while True:
-            with self._lock:
-                if self._open == 0 and self._queue.empty():
-                    return
-            try:
-                index, line = self._queue.get(timeout=timeout if timeout is not None else 0.25)
-            except queue.Empty:
-                if timeout is not None:
-                    return
-                continue
-            if line is not None:
-                yield index, line
+        return self._streams.lines(timeout)
 
     def states(self) -> list[WorkerState]:
         """Each worker's state, with its last lines, ordered by index."""
-        for state, tail in zip(self._states, self._tails, strict=True):
-            state.last_lines = list(tail)
-        return list(self._states)
+        return self._streams.with_tails(self._states)
 
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM running containers, kill them after ``grace`` s, then remove them unless kept."""
@@ -277,8 +264,7 @@ class DockerBackend:
                 )
                 with contextlib.suppress(NotFound, APIError):
                     container.kill()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._streams.join(timeout=30)
         if not self.keep:
             self._remove_all()
         self._close()
@@ -345,30 +331,6 @@ class DockerBackend:
         volumes[str(host.resolve())] = {"bind": inside, "mode": "ro"}
         return inside
 
-    def _follow(self, index: int, container: Any) -> None:
-        """Stream one container's log as lines, then record how it ended."""
-        tail = self._tails[index]
-        pending = b""
-        try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    line = raw.decode("utf-8", "replace").rstrip("\r")
-                    tail.append(line)
-                    self._queue.put((index, line))
-            if pending:
-                line = pending.decode("utf-8", "replace").rstrip("\r")
-                tail.append(line)
-                self._queue.put((index, line))
-        except Exception as exc:  # a lost stream must not hang the run: record and go on
-            logger.warning(f"Lost the log stream of container {container.name}: {exc}")
-        finally:
-            self._record_end(index, container)
-            with self._lock:
-                self._open -= 1
-            self._queue.put((index, None))
-
     def _record_end(self, index: int, container: Any) -> None:
         from docker.errors import APIError, NotFound
         from requests.exceptions import RequestException
@@ -424,9 +386,23 @@ class DockerBackend:
             if state.state == PENDING:
                 state.state = MISSING
         self._remove_all()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self._streams.join(timeout=30)
         self._close()
+
+
+def _log_lines(container: Any) -> Iterator[str]:
+    """One container's log (stdout and stderr merged) as lines, until the container exits."""
+    pending = b""
+    try:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                yield raw.decode("utf-8", "replace").rstrip("\r")
+        if pending:
+            yield pending.decode("utf-8", "replace").rstrip("\r")
+    except Exception as exc:  # a lost stream must not hang the run: record and go on
+        logger.warning(f"Lost the log stream of container {container.name}: {exc}")
 
 
 def _timestamp(value: str | None) -> float | None:

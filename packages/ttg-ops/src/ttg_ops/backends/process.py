@@ -6,7 +6,8 @@ a minimal base environment (PATH, HOME, locale, temp dir, CA bundle) plus
 ``<run dir>/results``, ``POD_NAME=ttg-<run-id>-<index>`` and ``NODE_NAME``
 set to this host. Nothing else of the caller's environment leaks in, so a
 local run behaves like the Kubernetes Job. stdout and stderr are merged, as
-in a container log; one reader thread per worker puts ``(index, line)`` on a
+in a container log; one reader thread per worker (see
+:class:`ttg_ops.backends.base.LineStreams`) puts ``(index, line)`` on a
 queue that :meth:`ProcessBackend.lines` drains.
 
 Workers run in their own session, so Ctrl-C in the terminal reaches only the
@@ -21,21 +22,26 @@ unsafe while the reader threads run. A supervisor process would remove this.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 from loguru import logger
 
-from ttg_ops.backends.base import FAILED, RUNNING, SUCCEEDED, WorkerState
+from ttg_ops.backends.base import (
+    FAILED,
+    LAST_LINES,
+    RUNNING,
+    SUCCEEDED,
+    LineStreams,
+    WorkerState,
+)
 from ttg_ops.errors import PreflightError
 from ttg_ops.spec import ENV_NODE_NAME, ENV_OUTPUT_DIR, ENV_POD_NAME, RunSpec, worker_env
 
@@ -56,7 +62,6 @@ BASE_ENV_KEYS = (
 # image also sets PYTHONDONTWRITEBYTECODE, but it ships compiled bytecode; local workers
 # may write theirs, or every start would compile the worker's imports again.
 IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-LAST_LINES = 50
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -90,14 +95,9 @@ class ProcessBackend:
         self.stop_grace = stop_grace
         self.cwd = cwd
         self.node = socket.gethostname()
-        self._last_lines = last_lines
         self._procs: list[subprocess.Popen[bytes] | None] = []
         self._states: list[WorkerState] = []
-        self._tails: list[deque[str]] = []
-        self._queue: queue.Queue[tuple[int, str | None]] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._open = 0
-        self._lock = threading.Lock()
+        self._streams = LineStreams(last_lines)
 
     # -- Backend protocol ------------------------------------------------------
 
@@ -107,7 +107,7 @@ class ProcessBackend:
         output.mkdir(parents=True, exist_ok=True)
         self._procs = [None] * spec.workers
         self._states = [WorkerState(index=i) for i in range(spec.workers)]
-        self._tails = [deque(maxlen=self._last_lines) for _ in range(spec.workers)]
+        self._streams.reset(spec.workers)
         for index in range(spec.workers):
             name = f"ttg-{spec.run_id}-{index}"
             env = base_env()
@@ -138,13 +138,13 @@ class ProcessBackend:
             state.state = RUNNING
             self._procs[index] = proc
             logger.debug(f"Started worker {index} as process {proc.pid} ({name}).")
-            thread = threading.Thread(
-                target=self._read, args=(index, proc), name=f"ttg-reader-{index}", daemon=True
+            assert proc.stdout is not None
+            self._streams.follow(
+                index,
+                f"ttg-reader-{index}",
+                (raw.decode("utf-8", "replace").rstrip("\r\n") for raw in proc.stdout),
+                on_end=functools.partial(self._record_end, index, proc),
             )
-            with self._lock:
-                self._open += 1
-            self._threads.append(thread)
-            thread.start()
 
     def lines(self, timeout: float | None = None) -> Iterator[tuple[int, str]]:
         """Yield ``(index, line)`` as workers print; end when every worker has exited.
@@ -152,24 +152,11 @@ class ProcessBackend:
         With ``timeout``, give up waiting for the next line after that many
         seconds (the generator then ends although workers still run).
         """
-        while True:
-            with self._lock:
-                if self._open == 0 and self._queue.empty():
-                    return
-            try:
-                index, line = self._queue.get(timeout=timeout if timeout is not None else 0.25)
-            except queue.Empty:
-                if timeout is not None:
-                    return
-                continue
-            if line is not None:
-                yield index, line
+        return self._streams.lines(timeout)
 
     def states(self) -> list[WorkerState]:
         """Each worker's state, with its last lines, ordered by index."""
-        for state, tail in zip(self._states, self._tails, strict=True):
-            state.last_lines = list(tail)
-        return list(self._states)
+        return self._streams.with_tails(self._states)
 
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM every running worker, wait up to ``grace`` seconds, then SIGKILL the rest."""
@@ -191,8 +178,7 @@ class ProcessBackend:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 proc.wait(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._streams.join(timeout=5)
 
     # -- Extras -----------------------------------------------------------------
 
@@ -207,29 +193,20 @@ class ProcessBackend:
 
     # -- Internals --------------------------------------------------------------
 
-    def _read(self, index: int, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        tail = self._tails[index]
-        try:
-            for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                tail.append(line)
-                self._queue.put((index, line))
-        finally:
+    def _record_end(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+        """Close the worker's output, wait for it and record how it ended."""
+        if proc.stdout is not None:
             proc.stdout.close()
-            code = proc.wait()
-            state = self._states[index]
-            state.finished_at = time.time()
-            state.exit_code = code
-            state.state = SUCCEEDED if code == 0 else FAILED
-            if code < 0:
-                state.message = f"killed by signal {_signal_name(-code)}"
-            elif code:
-                state.message = f"exited with code {code}"
-            logger.debug(f"Worker {index} (process {proc.pid}) exited with code {code}.")
-            with self._lock:
-                self._open -= 1
-            self._queue.put((index, None))
+        code = proc.wait()
+        state = self._states[index]
+        state.finished_at = time.time()
+        state.exit_code = code
+        state.state = SUCCEEDED if code == 0 else FAILED
+        if code < 0:
+            state.message = f"killed by signal {_signal_name(-code)}"
+        elif code:
+            state.message = f"exited with code {code}"
+        logger.debug(f"Worker {index} (process {proc.pid}) exited with code {code}.")
 
 
 def _signal_name(number: int) -> str:
