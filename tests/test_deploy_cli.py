@@ -93,6 +93,8 @@ def test_deploy_logs_and_metrics_through_the_tasks(
     assert done.returncode == 0, done.stderr
     assert "Pod Distribution" in done.stdout
     assert "Completed" in done.stdout
+    # Results stay in the pods (emptyDir) on this non-kind cluster: said once.
+    assert (done.stdout + done.stderr).count("emptyDir") == 1, done.stdout + done.stderr
 
     refused = inv(
         "deploy", "--workers", "4", "--namespace", sim_namespace, "--runs-dir", str(tmp_path),
