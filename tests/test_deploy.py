@@ -30,23 +30,6 @@ from ttg_ops.spec import RunSpec
 pytestmark = pytest.mark.cluster
 
 
-def wait_schedulable(sim: Any) -> None:
-    """Wait until the node controller lifted the start-up not-ready taints of the workers."""
-    core = client.CoreV1Api(sim.api_client())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        nodes = core.list_node().items
-        if len(kube.schedulable_nodes(nodes)) == len(sim.worker_names):
-            return
-        time.sleep(0.5)
-    pytest.fail("the simulated worker nodes stayed tainted not-ready for 60 s")
-
-
-@pytest.fixture(autouse=True)
-def schedulable_workers(sim_cluster: Any) -> None:
-    wait_schedulable(sim_cluster)
-
-
 def _console() -> Console:
     return Console(file=io.StringIO(), width=140, record=True)
 

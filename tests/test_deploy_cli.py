@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.test_deploy import wait_schedulable
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,7 +82,6 @@ def test_logs_without_a_cluster_run_says_so(tmp_path: Path) -> None:
 def test_deploy_logs_and_metrics_through_the_tasks(
     sim_cluster: Any, sim_namespace: str, tmp_path: Path
 ) -> None:
-    wait_schedulable(sim_cluster)
     target = ["--context", sim_cluster.context, "--kubeconfig", sim_cluster.kubeconfig]
     done = inv(
         "deploy", "--workers", "3", "--params", "10000", "--namespace", sim_namespace,

@@ -26,7 +26,6 @@ from ttg_ops.backends import kubernetes as kube
 from ttg_ops.simcluster import RUN_DURATION
 from ttg_ops.spec import RunSpec, worker_env
 
-from tests.test_deploy import schedulable_workers  # noqa: F401 - autouse fixture
 from tests.test_deploy_cli import inv
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

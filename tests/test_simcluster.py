@@ -574,3 +574,12 @@ def test_status_and_down_find_a_running_cluster_under_an_older_cache_folder(
     assert [c.alive for c in cluster.status().components] == [True]
     # A cluster that is not running anywhere keeps the current cache folder.
     assert SimCluster("other").run_dir == current / "run" / "other"
+
+
+@pytest.mark.cluster
+def test_the_fixture_yields_once_the_worker_nodes_accept_pods(sim_cluster: Any) -> None:
+    from kubernetes import client
+    from ttg_ops.backends.kubernetes import schedulable_nodes
+
+    nodes = client.CoreV1Api(sim_cluster.api_client()).list_node().items
+    assert sorted(schedulable_nodes(nodes)) == sorted(sim_cluster.worker_names)

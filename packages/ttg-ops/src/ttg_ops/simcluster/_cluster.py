@@ -50,6 +50,8 @@ START_ATTEMPTS = 2
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STATE_FILE = "state.json"
+# Taints the node controller puts on a node until it has seen it Ready.
+STARTUP_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -516,6 +518,14 @@ class SimCluster:
             self.ready_timeout,
             "kwok",
         )
+        # The node controller lifts the start-up taints a moment after Ready; until then
+        # the scheduler places no pod on the workers.
+        self._wait(
+            f"the start-up taints {', '.join(STARTUP_TAINTS)} to leave the worker nodes",
+            self._workers_untainted,
+            self.ready_timeout,
+            "kube-controller-manager",
+        )
         self._wait(
             "the ServiceAccount controller to create default/default",
             self._default_service_account,
@@ -636,6 +646,17 @@ class SimCluster:
             if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
         }
         return set(self.node_names) <= ready
+
+    def _workers_untainted(self) -> bool:
+        from kubernetes import client
+
+        core: Any = client.CoreV1Api(self.api_client())
+        tainted = {
+            n.metadata.name
+            for n in core.list_node().items
+            if any(t.key in STARTUP_TAINTS for t in n.spec.taints or [])
+        }
+        return not tainted & set(self.worker_names)
 
     def _default_service_account(self) -> bool:
         from kubernetes import client
