@@ -100,7 +100,7 @@ def test_more_workers_than_schedulable_nodes_is_refused_before_anything_is_creat
     assert "has 3 (ttg-cluster-worker, ttg-cluster-worker2, ttg-cluster-worker3" in message
     assert "--spread preferred" in message
     assert "--workers 3" in message
-    core = client.CoreV1Api(sim_cluster.api_client())
+    core: Any = client.CoreV1Api(sim_cluster.api_client())
     with pytest.raises(client.ApiException) as missing:
         core.read_namespace(namespace)
     assert missing.value.status == 404
@@ -153,7 +153,8 @@ def test_an_unschedulable_pod_fails_the_wait_fast_with_the_scheduler_message(
     spec = RunSpec(workers=2, params=100)
     api = sim_cluster.api_client()
     job = manifests.render_job(spec, namespace=sim_namespace, node_selector={"ttg.io/role": "gpu"})
-    client.BatchV1Api(api).create_namespaced_job(sim_namespace, job)
+    batch: Any = client.BatchV1Api(api)
+    batch.create_namespaced_job(sim_namespace, job)
     record = kube.RunRecord(
         spec.run_id, sim_cluster.context, sim_namespace, job["metadata"]["name"],
         "ttg-worker:v1.1.0", "IfNotPresent", "required", kubeconfig=sim_cluster.kubeconfig,
@@ -190,7 +191,7 @@ def test_an_image_that_cannot_be_pulled_fails_the_wait_naming_node_and_image(
     )
     result = kube.deploy(spec, options, _console())
     api = sim_cluster.api_client()
-    core = client.CoreV1Api(api)
+    core: Any = client.CoreV1Api(api)
     selector = labels.k8s_selector(spec.run_id)
     deadline = time.monotonic() + 30
     pods: list[Any] = []
@@ -256,7 +257,7 @@ def test_a_watch_resumes_after_410_gone_and_after_the_server_ends_it(
     # Events are watched straight from etcd (the API server keeps no watch cache for
     # them), so after a compaction a watch from an old resourceVersion is 410 Gone,
     # exactly as a long wait sees it. watch_objects is the same code for pods and Jobs.
-    core = client.CoreV1Api(sim_cluster.api_client())
+    core: Any = client.CoreV1Api(sim_cluster.api_client())
     stop = threading.Event()
     stats = kube.WatchStats()
     seen: list[str] = []

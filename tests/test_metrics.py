@@ -38,7 +38,7 @@ def _console() -> Console:
 
 
 def _running_pods(sim: Any, namespace: str, run_id: str, count: int) -> dict[int, Any]:
-    core = client.CoreV1Api(sim.api_client())
+    core: Any = client.CoreV1Api(sim.api_client())
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(namespace, label_selector=labels.k8s_selector(run_id)).items
@@ -229,7 +229,8 @@ def test_rerun_failed_deploys_a_follow_up_job_for_exactly_the_failed_index(
     assert follow_up["run_id"] == f"{spec.run_id}-r1"
     assert follow_up["status"] == "succeeded", (follow_up["workers"], rerun_console.export_text())
 
-    jobs = client.BatchV1Api(api).list_namespaced_job(sim_namespace).items
+    batch: Any = client.BatchV1Api(api)
+    jobs = batch.list_namespaced_job(sim_namespace).items
     (job,) = [j for j in jobs if j.metadata.labels[labels.K8S_RUN_ID] == f"{spec.run_id}-r1"]
     assert job.spec.completions == 1
     env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
