@@ -352,6 +352,7 @@ def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
     Example: inv run --workers 3 --params 10000 --task simulate --backend process
     """
     from ttg_ops import runner
+    from ttg_ops.errors import ConfigError
     from ttg_ops.report import print_report
     from ttg_ops.spec import DEFAULT_VERSION, RunSpec, new_run_id
 
@@ -370,9 +371,16 @@ def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
             run_id=run_id or new_run_id(),
         )
         runner.check_spec(spec, backend)
+        run_dir = _runs_root(runs_dir) / spec.run_id
+        if run_id and (run_dir.exists() or run_dir.is_symlink()):
+            raise ConfigError(
+                f"run id {spec.run_id!r} is taken: the run directory {run_dir} already exists",
+                hint=f"omit --run-id for a new run, or finish that run with "
+                f"inv rerun --failed --run-id {spec.run_id}",
+            )
         chosen = runner.make_backend(backend, image=image)
         _tooling_logs()
-        report = runner.run(spec, chosen, _runs_root(runs_dir) / spec.run_id, show_logs=logs)
+        report = runner.run(spec, chosen, run_dir, show_logs=logs)
         print_report(report)
         _finish(report)
 

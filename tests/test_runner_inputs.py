@@ -125,3 +125,29 @@ def test_params_may_be_zero_when_a_space_file_defines_the_parameters(tmp_path: P
     space = tmp_path / "grid.yaml"
     space.write_text("a: [1, 2]\n")
     check_spec(RunSpec(workers=2, params=0, space=str(space), run_id="grid"), "process")
+
+
+def test_the_reserved_run_id_latest_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"run id 'latest' is reserved"):
+        RunSpec(run_id="latest")
+
+
+def test_inv_run_refuses_a_run_id_whose_directory_exists(tmp_path: Path) -> None:
+    (tmp_path / "myrun").mkdir()
+    (tmp_path / "myrun" / "results-00000.jsonl").write_text("")
+    done = _inv(
+        "run", "--run-id", "myrun", "--params", "10", "--workers", "1", "--task", "collatz",
+        "--runs-dir", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "run id 'myrun' is taken" in done.stderr
+    assert "inv rerun --failed --run-id myrun" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert (tmp_path / "myrun" / "results-00000.jsonl").read_text() == ""
+
+
+def test_inv_run_refuses_the_run_id_latest(tmp_path: Path) -> None:
+    done = _inv("run", "--run-id", "latest", "--params", "10", "--runs-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "run id 'latest' is reserved" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

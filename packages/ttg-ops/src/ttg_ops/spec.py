@@ -47,6 +47,8 @@ MAX_LOCAL_WORKERS = 512
 MAX_BATCH_SIZE = 10_000_000
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 _RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+# Names under runs/ that are not runs: ``latest`` is the symlink to the newest run.
+RESERVED_RUN_IDS = frozenset({"latest"})
 
 
 def validate_version(version: str) -> str:
@@ -126,6 +128,11 @@ class RunSpec:
             raise ConfigError(
                 f"run id {self.run_id!r} must be lowercase letters, digits and '-', "
                 "at most 40 characters"
+            )
+        if self.run_id in RESERVED_RUN_IDS:
+            raise ConfigError(
+                f"run id {self.run_id!r} is reserved (runs/{self.run_id} points to the newest "
+                "run); choose another name or omit --run-id"
             )
         if self.parent_run_id and not _RUN_ID.match(self.parent_run_id):
             raise ConfigError(
