@@ -568,3 +568,37 @@ def test_total_params_of_zero_is_ignored_with_a_space_file(tmp_path: Path) -> No
     proc = run_worker(tmp_path / "out", TTG_TOTAL_PARAMS="0", TTG_SPACE=str(space), TTG_TASK="noop")
     assert proc.returncode == 0, proc.stderr
     assert summary_of(proc)["processed_count"] == 3
+
+
+def test_a_shard_written_for_another_task_is_not_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_worker(out, TTG_TOTAL_PARAMS="10")
+    assert first.returncode == 0, first.stderr
+    before = (out / "results-00000.jsonl").read_text()
+    meta = json.loads((out / "results-00000.meta.json").read_text())
+    assert (meta["task"], meta["total_params"], meta["index"]) == ("simulate", 10, 0)
+
+    other = run_worker(out, TTG_TOTAL_PARAMS="10", TTG_TASK="collatz")
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "different settings" in other.stderr
+    assert 'task: shard has "simulate", this worker "collatz"' in other.stderr
+    assert "Traceback" not in other.stderr
+    assert (out / "results-00000.jsonl").read_text() == before
+
+
+def test_a_shard_written_from_another_space_file_is_not_resumed(tmp_path: Path) -> None:
+    out, space = tmp_path / "out", tmp_path / "grid.yaml"
+    space.write_text("a: [1, 2, 3]\n")
+    assert run_worker(out, TTG_SPACE=str(space)).returncode == 0
+    space.write_text("a: [4, 5, 6]\n")
+    again = run_worker(out, TTG_SPACE=str(space))
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "space_digest" in again.stderr
+
+
+def test_the_same_settings_resume_the_shard(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_worker(out, TTG_TOTAL_PARAMS="10", TTG_TASK="collatz").returncode == 0
+    again = run_worker(out, TTG_TOTAL_PARAMS="10", TTG_TASK="collatz")
+    assert again.returncode == 0, again.stderr
+    assert summary_of(again)["skipped_count"] == 10

@@ -10,6 +10,7 @@ indexes already present are skipped by the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,6 +27,64 @@ FSYNC_INTERVAL = 1.0
 def shard_path(output_dir: str | Path, index: int) -> Path:
     """Where worker ``index`` writes its results."""
     return Path(output_dir) / f"results-{index:05d}.jsonl"
+
+
+def meta_path(output_dir: str | Path, index: int) -> Path:
+    """The fingerprint of what worker ``index`` computes, kept next to its results shard."""
+    return Path(output_dir) / f"results-{index:05d}.meta.json"
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's content, as ``sha256:<hex>``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def check_fingerprint(path: Path, shard: Path, fingerprint: dict[str, Any]) -> None:
+    """Write ``fingerprint`` to ``path``, or check it against the one stored there.
+
+    A shard is resumed only by a worker computing the same thing: WorkerConfigError
+    names the settings that differ. A shard without a fingerprint (written by an
+    older worker) is resumed as before, and the fingerprint is written.
+    """
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        stored = None
+    except (OSError, ValueError) as exc:
+        raise WorkerConfigError(
+            f"cannot read the fingerprint {path} of the results shard {shard} "
+            f"({type(exc).__name__}: {exc}); remove both files or use a new output directory"
+        ) from None
+    if stored is not None:
+        if not isinstance(stored, dict):
+            stored = {}
+        differ = sorted(
+            k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k)
+        )
+        if differ:
+            details = "; ".join(
+                f"{k}: shard has {_ENCODE(stored.get(k))}, "
+                f"this worker {_ENCODE(fingerprint.get(k))}"
+                for k in differ
+            )
+            raise WorkerConfigError(
+                f"the results shard {shard} was written by a worker with different settings "
+                f"({details}); refusing to resume it: use a new output directory (a new run id)"
+            )
+        return
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(_ENCODE(fingerprint) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise WorkerConfigError(
+            f"cannot write the fingerprint {path} of the results shard {shard} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 # One encoder for nested values: json.dumps with options builds a new encoder per call.

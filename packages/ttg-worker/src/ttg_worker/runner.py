@@ -25,7 +25,16 @@ from ttg_logging import event, metric, progress, summary
 
 from ttg_worker.config import WorkerConfig
 from ttg_worker.errors import WorkerConfigError
-from ttg_worker.results import ResultsWriter, encode, encode_unserialisable, scan, shard_path
+from ttg_worker.results import (
+    ResultsWriter,
+    check_fingerprint,
+    encode,
+    encode_unserialisable,
+    file_digest,
+    meta_path,
+    scan,
+    shard_path,
+)
 from ttg_worker.sharding import Selection, parse_only, shard_bounds
 from ttg_worker.spaces import Space, load_space
 from ttg_worker.tasks import Task, check_options, resolve_task
@@ -185,7 +194,14 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
             f"TTG_OUTPUT_DIR={config.output_dir!r}: cannot read the existing results shard "
             f"{path} ({type(exc).__name__}: {exc})"
         ) from None
-    shard = Shard(space, task, selection, start, end, ResultsWriter(path), done)
+    fingerprint = _fingerprint(config, len(space), len(selection))
+    writer = ResultsWriter(path)
+    try:
+        check_fingerprint(meta_path(config.output_dir, config.worker_id), path, fingerprint)
+    except BaseException:
+        writer.close()
+        raise
+    shard = Shard(space, task, selection, start, end, writer, done)
     tally = Tally(shard_size=end - start)
 
     if cut:
@@ -208,6 +224,27 @@ def prepare(config: WorkerConfig) -> tuple[Shard, Tally]:
                 "they are kept and ignored."
             )
     return shard, tally
+
+
+def _fingerprint(config: WorkerConfig, space_size: int, total_params: int) -> dict[str, Any]:
+    """What decides the values in this worker's shard: a resume must compute the same."""
+    try:
+        space_digest = file_digest(config.space) if config.space else None
+    except OSError as exc:
+        raise WorkerConfigError(
+            f"TTG_SPACE={config.space!r}: cannot read the space file ({type(exc).__name__}: {exc})"
+        ) from None
+    return {
+        "task": config.task,
+        "task_options": config.task_options,
+        "space": config.space,
+        "space_digest": space_digest,
+        "space_size": space_size,
+        "only": config.only,
+        "workers": config.workers,
+        "total_params": total_params,
+        "index": config.worker_id,
+    }
 
 
 def process(
