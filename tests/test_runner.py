@@ -356,3 +356,29 @@ def test_stop_kills_a_worker_that_ignores_sigterm_after_the_grace(tmp_path: Path
     assert states[0].message == "killed by signal SIGKILL"
     assert states[0].last_lines == ["ignoring SIGTERM"]
     assert list(backend.lines()) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2])
+def test_ctrl_c_during_start_up_still_stops_the_workers_and_writes_the_report(
+    tmp_path: Path, delay: float
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "run", "--workers", "2", "--params", "20000",
+         "--runs-dir", str(tmp_path), "--run-id", "early"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = tmp_path / "early"
+    deadline = time.monotonic() + 60
+    while not run_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert run_dir.exists(), "inv run did not create its run directory within 60 s"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Run early was interrupted; the report is written." in err, out + err
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "interrupted"
+    assert "Traceback" not in out + err

@@ -156,43 +156,38 @@ def run(
             # Start the workers first: their interpreters start while the display (and
             # rich, imported only now) is set up.
             interrupted = _launch(backend, spec, run_dir, created)
-            from rich.console import Console
-
-            from ttg_ops.follow import Tracker, make_view
-
-            console = console or Console()
-            tracker = Tracker(spec.workers, shard_totals(spec))
-            console.print(
-                f"Run {spec.run_id}: {spec.workers} {backend.name} workers, task {spec.task}, "
-                f"results in {run_dir}.",
-                highlight=False,
-            )
-            if spec.log_level.upper() in ("WARNING", "ERROR"):
-                console.print(
-                    f"Workers log at {spec.log_level.upper()}, without PROGRESS events: "
-                    "progress shows as each worker finishes.",
-                    highlight=False,
-                )
-            with make_view(tracker, console, refresh_per_second, plain_interval) as view:
-                follower = _Follower(backend, tracker, view, show_logs, lines_by_index)
-                try:
-                    if not interrupted:
-                        follower.consume(on_line)
-                except KeyboardInterrupt:
-                    interrupted = True
-                if interrupted:
-                    console.print("Interrupted: stopping the workers, then writing the report.")
-                    try:
-                        backend.stop()
-                        follower.consume(None)
-                    except KeyboardInterrupt:
-                        console.print("Interrupted again: killing the workers.")
-                        _stop_now(backend)
-        finally:
             try:
-                backend.stop()
+                console, tracker = _start_display(spec, backend, run_dir, console)
             except KeyboardInterrupt:
-                _stop_now(backend)
+                # Ctrl-C while the display was set up: set it up again (a second
+                # Ctrl-C ends the run without a report), then stop gracefully.
+                interrupted = True
+                console, tracker = _start_display(spec, backend, run_dir, console)
+            from ttg_ops.follow import make_view
+
+            try:
+                with make_view(tracker, console, refresh_per_second, plain_interval) as view:
+                    follower = _Follower(backend, tracker, view, show_logs, lines_by_index)
+                    try:
+                        if not interrupted:
+                            follower.consume(on_line)
+                    except KeyboardInterrupt:
+                        interrupted = True
+                    if interrupted:
+                        console.print("Interrupted: stopping the workers, then writing the report.")
+                        try:
+                            backend.stop()
+                            follower.consume(None)
+                        except KeyboardInterrupt:
+                            console.print("Interrupted again: killing the workers.")
+                            _stop_now(backend)
+            except KeyboardInterrupt:
+                # Ctrl-C while the live display started or stopped: stop without it.
+                interrupted = True
+                console.print("Interrupted: stopping the workers, then writing the report.")
+                _stop(backend)
+        finally:
+            _stop(backend)
 
     report = build_report(
         spec,
@@ -210,6 +205,30 @@ def run(
     write_report(report, run_dir)
     _update_root_report(run_dir, merge)
     return report
+
+
+def _start_display(
+    spec: RunSpec, backend: Backend, run_dir: Path, console: Console | None
+) -> tuple[Console, Tracker]:
+    """Import rich, make the console and tracker, and print the run's opening lines."""
+    from rich.console import Console
+
+    from ttg_ops.follow import Tracker
+
+    console = console or Console()
+    tracker = Tracker(spec.workers, shard_totals(spec))
+    console.print(
+        f"Run {spec.run_id}: {spec.workers} {backend.name} workers, task {spec.task}, "
+        f"results in {run_dir}.",
+        highlight=False,
+    )
+    if spec.log_level.upper() in ("WARNING", "ERROR"):
+        console.print(
+            f"Workers log at {spec.log_level.upper()}, without PROGRESS events: "
+            "progress shows as each worker finishes.",
+            highlight=False,
+        )
+    return console, tracker
 
 
 def _launch(backend: Backend, spec: RunSpec, run_dir: Path, created: bool) -> bool:
@@ -241,6 +260,14 @@ def _make_run_dir(run_dir: Path) -> bool:
             hint="pass --runs-dir a writable directory",
         ) from None
     return not existed
+
+
+def _stop(backend: Backend) -> None:
+    """Stop the workers gracefully; a Ctrl-C meanwhile kills them at once."""
+    try:
+        backend.stop()
+    except KeyboardInterrupt:
+        _stop_now(backend)
 
 
 def _stop_now(backend: Backend) -> None:
