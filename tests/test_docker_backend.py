@@ -270,3 +270,40 @@ def test_a_killed_container_is_missing_and_a_docker_rerun_completes_the_results(
     assert follow_up["status"] == "succeeded"
     assert merged.complete
     assert merged.unique == 2000
+
+
+def test_a_missing_image_hint_takes_the_version_from_the_image_tag(
+    docker_client: Any, run_ids: list[str], tmp_path: Path
+) -> None:
+    spec = _spec(run_ids)
+    backend = DockerBackend(image="ttg-worker:v9.9.9")
+    with pytest.raises(PreflightError, match=r"inv build --version=9\.9\.9`"):
+        backend.launch(spec, tmp_path)
+    assert _containers(docker_client, spec.run_id) == []
+
+
+def test_an_image_that_is_not_a_worker_image_is_named_in_the_report(
+    docker_client: Any, run_ids: list[str], tmp_path: Path
+) -> None:
+    from docker.errors import ImageNotFound
+    from ttg_ops.report import print_report
+
+    image = "ttg-base:bookworm-python3.11"
+    try:
+        docker_client.images.get(image)
+    except ImageNotFound:
+        pytest.skip(f"the image {image} (made by `inv build`) is not in the Docker daemon")
+    spec = _spec(run_ids, workers=1, params=10)
+    report = runner.run(
+        spec,
+        DockerBackend(image=image),
+        tmp_path / spec.run_id,
+        console=Console(file=io.StringIO()),
+    )
+    out = io.StringIO()
+    print_report(report, Console(file=out, width=300))
+    assert report["status"] == "failed"
+    assert (
+        f"it printed nothing and no summary: is {image} a TTG worker image (entrypoint ttg-worker)?"
+        in out.getvalue()
+    )

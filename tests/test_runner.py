@@ -382,3 +382,31 @@ def test_ctrl_c_during_start_up_still_stops_the_workers_and_writes_the_report(
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "interrupted"
     assert "Traceback" not in out + err
+
+
+def test_a_worker_that_prints_nothing_is_reported_plainly(tmp_path: Path) -> None:
+    from ttg_ops.report import print_report
+
+    spec = RunSpec(workers=3, params=3, run_id="silent")
+    code = (
+        "import os, sys\n"
+        "index = int(os.environ['JOB_COMPLETION_INDEX'])\n"
+        "if index == 2:\n"
+        "    print('boom', flush=True)\n"
+        "sys.exit(index)"
+    )
+    command = [sys.executable, "-c", code]
+    report = run(spec, ProcessBackend(command=command), tmp_path / "silent", console=_console())
+    out = io.StringIO()
+    print_report(report, Console(file=out, width=300))
+    text = out.getvalue()
+    assert (
+        "worker 0 (ttg-silent-0) is missing (exit code 0); it printed nothing and no summary."
+        in text
+    )
+    assert (
+        "worker 1 (ttg-silent-1) is missing (exit code 1); it printed nothing and no summary."
+        in text
+    )
+    assert "worker 2 (ttg-silent-2) is missing (exit code 2); last lines:\n  boom" in text
+    assert "exited with code" not in text

@@ -687,11 +687,22 @@ def _print_problem(worker: Mapping[str, Any], console: Any) -> None:
         size = (_int(summary.get("range_end")) or 0) - (_int(summary.get("range_start")) or 0)
         console.print(f"{who} was interrupted after {done:,} of {size:,} parameters.")
         return
-    console.print(
-        f"{who} is {worker['state']}, exit code {worker.get('exit_code')} "
-        f"{escape(worker.get('message') or '')}; last lines:".replace(" ;", ";")
-    )
+    code = worker.get("exit_code")
+    message = worker.get("message") or ""
+    if message == f"exited with code {code}":
+        message = ""  # the exit code is already in the line
+    text = f"{who} {'failed' if worker['state'] == FAILED else 'is missing'}"
+    if code is not None:
+        text += f" (exit code {code})"
+    if message:
+        text += f": {escape(message)}"
     tail = [line for line in worker.get("last_lines", []) if not line.startswith("{")][-5:]
+    if not tail and not summary and not worker.get("last_lines"):
+        if code is not None and "printed nothing" not in message:
+            text += "; it printed nothing and no summary"
+        console.print(text + ".", highlight=False)
+        return
+    console.print(text + "; last lines:", highlight=False)
     for line in tail:
         console.print(f"  {escape(line[:300])}", highlight=False)
 

@@ -59,6 +59,7 @@ from ttg_ops.spec import (
     ENV_POD_NAME,
     ENV_SPACE,
     RunSpec,
+    validate_version,
     worker_env,
 )
 
@@ -235,7 +236,19 @@ class DockerBackend:
 
     def states(self) -> list[WorkerState]:
         """Each worker's state, with its last lines, ordered by index."""
-        return self._streams.with_tails(self._states)
+        states = self._streams.with_tails(self._states)
+        for state in states:
+            if (
+                state.exit_code is not None
+                and not state.last_lines
+                and "memory" not in state.message
+            ):
+                # A container that printed nothing never ran a TTG worker.
+                state.message = (
+                    f"it printed nothing and no summary: is {self.image} a TTG worker image "
+                    "(entrypoint ttg-worker)?"
+                )
+        return states
 
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM running containers, kill them after ``grace`` s, then remove them unless kept."""
@@ -292,6 +305,11 @@ class DockerBackend:
         try:
             self._client.images.get(image)
         except ImageNotFound:
+            # ttg-worker:v<version> is what `inv build --version=<version>` makes.
+            repository, _, tag = image.rpartition(":")
+            if repository == labels.IMAGE_REPOSITORY and tag.startswith("v"):
+                with contextlib.suppress(ConfigError):
+                    version = validate_version(tag[1:])
             raise PreflightError(
                 f"the worker image {image} does not exist in the Docker daemon",
                 hint=f"build it with `inv build --version={version}` or pass --image",
