@@ -371,6 +371,12 @@ def run(  # noqa: PLR0917 - the parameters are the task's CLI flags
             run_id=run_id or new_run_id(),
         )
         runner.check_spec(spec, backend)
+        if space and params != "10000":
+            print(
+                f"Note: --params {params} is ignored: the space file {space} defines the "
+                "parameters.",
+                file=sys.stderr,
+            )
         run_dir = _runs_root(runs_dir) / spec.run_id
         if run_id and (run_dir.exists() or run_dir.is_symlink()):
             raise ConfigError(

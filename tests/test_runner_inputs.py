@@ -151,3 +151,17 @@ def test_inv_run_refuses_the_run_id_latest(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "run id 'latest' is reserved" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_inv_run_notes_that_params_is_ignored_with_a_space_file(tmp_path: Path) -> None:
+    space = tmp_path / "g.json"
+    space.write_text('{"a": [1, 2]}')
+    runs = tmp_path / "runs"
+    done = _inv("run", "--space", str(space), "--params", "999", "--workers", "1",
+                "--runs-dir", str(runs))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    note = f"Note: --params 999 is ignored: the space file {space} defines the parameters."
+    assert note in done.stderr
+    quiet = _inv("run", "--space", str(space), "--workers", "1", "--runs-dir", str(runs))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "is ignored" not in quiet.stderr
