@@ -307,3 +307,34 @@ def test_an_image_that_is_not_a_worker_image_is_named_in_the_report(
         f"it printed nothing and no summary: is {image} a TTG worker image (entrypoint ttg-worker)?"
         in out.getvalue()
     )
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
+def test_ctrl_c_while_containers_start_still_writes_the_report(
+    worker_image: Any, docker_client: Any, run_ids: list[str], tmp_path: Path, delay: float
+) -> None:
+    import subprocess
+    import sys
+
+    spec = _spec(run_ids)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "run", "--backend", "docker",
+         "--image", worker_image.tags[0], "--workers", "2", "--params", "20000",
+         "--runs-dir", str(tmp_path), "--run-id", spec.run_id],
+        cwd=Path(__file__).resolve().parents[1], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = tmp_path / spec.run_id
+    deadline = time.monotonic() + 60
+    while not run_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert run_dir.exists(), "inv run did not create its run directory within 60 s"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert f"Run {spec.run_id} was interrupted; the report is written." in err, out + err
+    assert json.loads((run_dir / "report.json").read_text())["status"] == "interrupted"
+    assert _containers(docker_client, spec.run_id) == []

@@ -115,6 +115,14 @@ class DockerBackend:
         stop_grace: float = STOP_GRACE_SECONDS,
         last_lines: int = LAST_LINES,
     ) -> None:
+        # Import the Docker SDK now, before a run directory exists: a Ctrl-C in the
+        # middle of an import during launch leaves half-initialised modules behind,
+        # and stopping the run then fails with an AttributeError.
+        import docker  # noqa: F401
+        import requests.exceptions  # noqa: F401
+
+        import ttg_ops.images  # noqa: F401
+
         self.image = validate_image_reference(image) if image else image
         self.keep = keep
         self.memory = memory
