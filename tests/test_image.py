@@ -164,7 +164,10 @@ def test_read_only_root_filesystem_run_writes_only_to_the_mounted_output(
 
     assert run.exit_code == 0, run.stdout + run.stderr
     assert run.attrs["HostConfig"]["ReadonlyRootfs"] is True
-    assert [p.name for p in output.iterdir()] == ["results-00001.jsonl"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "results-00001.jsonl",
+        "results-00001.meta.json",
+    ]
     rows = [json.loads(line) for line in (output / "results-00001.jsonl").read_text().splitlines()]
     assert sorted(row["index"] for row in rows) == list(range(100, 200))
     assert all(row["error"] is None for row in rows)
