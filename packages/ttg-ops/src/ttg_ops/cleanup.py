@@ -483,35 +483,30 @@ class _Executor:
             preconditions=k8s_client.V1Preconditions(uid=uid) if uid else None,
         )
 
-    def _job(self, action: Action) -> str:
-        from kubernetes import client as k8s_client
-
+    def _delete_namespaced(self, action: Action, what: str, delete: Any) -> str:
+        """Delete one namespaced object with the plan's propagation and a uid precondition."""
         from ttg_ops import k8s
 
-        batch: Any = k8s_client.BatchV1Api(self.kube())
-        with k8s.api_errors(f"deleting job {action.namespace}/{action.name}", self.plan.context):
-            batch.delete_namespaced_job(
+        with k8s.api_errors(f"deleting {what} {action.namespace}/{action.name}", self.plan.context):
+            delete(
                 action.name,
                 action.namespace,
                 body=self._delete_options(action.ref),
                 _request_timeout=DELETE_TIMEOUT,
             )
         return REMOVED
+
+    def _job(self, action: Action) -> str:
+        from kubernetes import client as k8s_client
+
+        batch: Any = k8s_client.BatchV1Api(self.kube())
+        return self._delete_namespaced(action, "job", batch.delete_namespaced_job)
 
     def _pod(self, action: Action) -> str:
         from kubernetes import client as k8s_client
 
-        from ttg_ops import k8s
-
         core: Any = k8s_client.CoreV1Api(self.kube())
-        with k8s.api_errors(f"deleting pod {action.namespace}/{action.name}", self.plan.context):
-            core.delete_namespaced_pod(
-                action.name,
-                action.namespace,
-                body=self._delete_options(action.ref),
-                _request_timeout=DELETE_TIMEOUT,
-            )
-        return REMOVED
+        return self._delete_namespaced(action, "pod", core.delete_namespaced_pod)
 
     def _namespace(self, action: Action) -> str:
         from kubernetes import client as k8s_client
